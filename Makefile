@@ -1,0 +1,57 @@
+# The two commands: `make run` and `make test`. Everything else here serves them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEV    := .dev
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+# Development defaults: a local secret generated on first use, SQLite files in instance/, echo AI.
+export JWT_SECRET ?= $(shell cat $(DEV)/jwt_secret 2>/dev/null)
+export AI_PROVIDER ?= echo
+export CONVERSATION_SERVICE_URL ?= http://127.0.0.1:5002
+
+.PHONY: install run migrate token test lint format clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+$(DEV)/jwt_secret:
+	mkdir -p $(DEV)
+	$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(48))" > $@
+	chmod 600 $@
+	@echo "Generated a local development JWT secret in $@ (git-ignored)."
+
+migrate: install $(DEV)/jwt_secret
+	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app chat_service db upgrade
+
+run: migrate
+	@JWT_SECRET=$$(cat $(DEV)/jwt_secret) BIN=$(BIN) scripts/run-dev
+
+# make token USER=<user id>: a development token for that user, signed with the local secret.
+ifeq ($(origin USER),command line)
+TOKEN_USER := $(USER)
+else
+TOKEN_USER := 542738228948500480
+endif
+token: install $(DEV)/jwt_secret
+	@JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app chat_service token $(TOKEN_USER)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""/api/chat/message(s): post, get, list, edit, delete a chat message."""
+
+from chat_service.api import bp
+from chat_service.schemas import (
+    CreateMessageBody,
+    EditMessageBody,
+    MessageBriefSchema,
+    MessageListArgs,
+    MessagePageSchema,
+)
+from chat_service.services import messages
+from shared.auth import current_user_id
+from shared.decorators import arguments, body, response
+from shared.paging import Page
+
+
+@bp.post("/message")
+@body(CreateMessageBody)
+@response(MessageBriefSchema)
+def post_message(data):
+    return messages.post_message(current_user_id(), data["session_id"], data["content"], data["role"])
+
+
+@bp.get("/sessions/<session_id>/messages/<message_id>")
+@response(MessageBriefSchema)
+def get_message(session_id, message_id):
+    return messages.owned_message(current_user_id(), message_id, session_id)
+
+
+@bp.get("/sessions/<session_id>/messages")
+@arguments(MessageListArgs)
+@response(MessagePageSchema)
+def list_messages(args, session_id):
+    """A page of the session's messages, oldest first (`order=desc`: from the newest)."""
+    page = Page(args["page"], args["page_size"])
+    items, total = messages.list_messages(current_user_id(), session_id, page, args["order"])
+    return {"items": items, "total": total, "page": page.page, "page_size": page.page_size}
+
+
+@bp.delete("/messages/<message_id>")
+@response()
+def delete_message(message_id):
+    messages.delete_message(current_user_id(), message_id)
+    return "消息删除成功"
+
+
+@bp.patch("/messages/<message_id>")
+@body(EditMessageBody)
+@response()
+def edit_message(data, message_id):
+    messages.edit_message(current_user_id(), message_id, data["new_content"])
+    return "消息编辑成功"

@@ -1,0 +1,183 @@
+"""The seed's ten database functions, under its names and signatures.
+
+`db` is a SQLAlchemy session. Each function that writes is one transaction and commits it; none checks
+who is asking (that is the service layer's job). Soft-deleted rows are invisible here: a deleted session
+hides its messages too. Where the seed's return lines swap "object" and "list" (`get_session`,
+`list_sessions`), the names win: `get_session` returns one session, `list_sessions` a list.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from chat_service.models import DEFAULT_TITLE, ChatMessage, ChatSession, utcnow
+
+Order = Literal["asc", "desc"]
+
+
+def _live_session(session_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(ChatSession.session_id == session_id, ChatSession.is_deleted.is_(False))
+
+
+def create_session(db: Session, session_id: str, user_id: str, title: str = DEFAULT_TITLE) -> ChatSession:
+    """Store a new, empty session and return it."""
+    now = utcnow()
+    session = ChatSession(
+        session_id=session_id,
+        user_id=user_id,
+        title=title,
+        message_count=0,
+        created_at=now,
+        updated_at=now,
+        is_deleted=False,
+    )
+    db.add(session)
+    db.commit()
+    return session
+
+
+def get_session(db: Session, session_id: str) -> ChatSession | None:
+    """The live session with this id, or None."""
+    return db.scalar(sa.select(ChatSession).where(_live_session(session_id)))
+
+
+def list_sessions(db: Session, user_id: str, page: int = 1, page_size: int = 20) -> list[ChatSession]:
+    """One page of the user's live sessions, most recently updated first."""
+    query = (
+        sa.select(ChatSession)
+        .where(ChatSession.user_id == user_id, ChatSession.is_deleted.is_(False))
+        .order_by(ChatSession.updated_at.desc(), ChatSession.session_id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return list(db.scalars(query))
+
+
+def count_sessions(db: Session, user_id: str) -> int:
+    """How many live sessions the user has (the total that goes with `list_sessions`)."""
+    query = sa.select(sa.func.count()).where(
+        ChatSession.user_id == user_id, ChatSession.is_deleted.is_(False)
+    )
+    return db.scalar(query) or 0
+
+
+def soft_delete_session(db: Session, session_id: str) -> bool:
+    """Mark the session deleted; False if it was not live."""
+    result = db.execute(
+        sa.update(ChatSession).where(_live_session(session_id)).values(is_deleted=True, updated_at=utcnow())
+    )
+    db.commit()
+    return result.rowcount == 1
+
+
+def update_session_title(db: Session, session_id: str, new_title: str | None = None) -> bool:
+    """Rename the session (no title given: back to the default); False if it is not live."""
+    result = db.execute(
+        sa.update(ChatSession)
+        .where(_live_session(session_id))
+        .values(title=new_title if new_title is not None else DEFAULT_TITLE, updated_at=utcnow())
+    )
+    db.commit()
+    return result.rowcount == 1
+
+
+def create_message(db: Session, session_id: str, content: str, role: str) -> ChatMessage | None:
+    """Store a message and count it on its session in one transaction; None if the session is gone.
+
+    The count is bumped by an atomic `UPDATE ... SET message_count = message_count + 1` that also
+    locks the session row, so concurrent writers can neither lose an increment nor add to a session
+    that is being deleted.
+    """
+    now = utcnow()
+    bumped = db.execute(
+        sa.update(ChatSession)
+        .where(_live_session(session_id))
+        .values(message_count=ChatSession.message_count + 1, updated_at=now)
+    )
+    if bumped.rowcount != 1:
+        db.rollback()
+        return None
+    message = ChatMessage(
+        session_id=session_id,
+        role=role,
+        content=content,
+        created_at=now,
+        updated_at=now,
+        is_deleted=False,
+    )
+    db.add(message)
+    db.commit()
+    return message
+
+
+def get_message(db: Session, message_id: int) -> ChatMessage | None:
+    """The live message with this id, in a live session, or None."""
+    query = (
+        sa.select(ChatMessage)
+        .join(ChatSession, ChatSession.session_id == ChatMessage.session_id)
+        .where(
+            ChatMessage.message_id == message_id,
+            ChatMessage.is_deleted.is_(False),
+            ChatSession.is_deleted.is_(False),
+        )
+    )
+    return db.scalar(query)
+
+
+def list_messages(
+    db: Session, session_id: str, page: int = 1, page_size: int = 50, order: Order = "asc"
+) -> list[ChatMessage]:
+    """One page of the session's live messages, oldest first (`order="desc"`: pages from the newest)."""
+    key = ChatMessage.message_id.asc() if order == "asc" else ChatMessage.message_id.desc()
+    query = (
+        sa.select(ChatMessage)
+        .where(ChatMessage.session_id == session_id, ChatMessage.is_deleted.is_(False))
+        .order_by(key)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return list(db.scalars(query))
+
+
+def soft_delete_message(db: Session, message_id: int) -> bool:
+    """Mark the message deleted and uncount it; False if it was not live."""
+    message = get_message(db, message_id)
+    if message is None:
+        return False
+    now = utcnow()
+    deleted = db.execute(
+        sa.update(ChatMessage)
+        .where(ChatMessage.message_id == message_id, ChatMessage.is_deleted.is_(False))
+        .values(is_deleted=True, updated_at=now)
+    )
+    if deleted.rowcount != 1:  # a concurrent delete got there first
+        db.rollback()
+        return False
+    db.execute(
+        sa.update(ChatSession)
+        .where(ChatSession.session_id == message.session_id)
+        .values(message_count=ChatSession.message_count - 1)
+    )
+    db.commit()
+    return True
+
+
+def update_message_content(db: Session, message_id: int, new_content: str) -> bool:
+    """Replace a live user message's content; False if there is no such message or it is not `user`."""
+    message = get_message(db, message_id)
+    if message is None or message.role != "user":
+        return False
+    result = db.execute(
+        sa.update(ChatMessage)
+        .where(
+            ChatMessage.message_id == message_id,
+            ChatMessage.is_deleted.is_(False),
+            ChatMessage.role == "user",
+        )
+        .values(content=new_content, updated_at=utcnow())
+    )
+    db.commit()
+    return result.rowcount == 1

@@ -1,0 +1,63 @@
+"""ChatSession and ChatMessage, exactly the seed's model structure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chat_service.extensions import db
+
+DEFAULT_TITLE = "新会话"
+ROLES = ("user", "assistant", "system")
+TITLE_MAX = 255
+CONTENT_MAX = 32_000
+
+# Microsecond timestamps on MySQL/MariaDB too (plain DATETIME drops the fraction), so ordering by
+# time is as fine-grained on every backend.
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# 32,000 characters of 4-byte UTF-8 exceed MySQL's 64 KiB TEXT.
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+MessageId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive: every backend stores it the same way."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ChatSession(db.Model):
+    __tablename__ = "chat_sessions"
+    __table_args__ = (
+        # A user's live sessions, most recently updated first.
+        sa.Index("ix_chat_sessions_user_live_updated", "user_id", "is_deleted", "updated_at", "session_id"),
+        {"mysql_charset": "utf8mb4"},
+    )
+
+    session_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(64))
+    title: Mapped[str] = mapped_column(sa.String(TITLE_MAX), default=DEFAULT_TITLE)
+    message_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+
+
+class ChatMessage(db.Model):
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        # A session's live messages in id (= creation) order, for paging either way.
+        sa.Index("ix_chat_messages_session_live_id", "session_id", "is_deleted", "message_id"),
+        {"mysql_charset": "utf8mb4"},
+    )
+
+    message_id: Mapped[int] = mapped_column(MessageId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("chat_sessions.session_id"))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    content: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())

@@ -1,0 +1,156 @@
+"""What chat_service's routes accept and return: the seed's fields, one schema per shape."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from chat_service.models import CONTENT_MAX, ROLES, TITLE_MAX
+from shared.paging import page_schema
+
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _text(value: str) -> None:
+    """A non-blank string without NUL characters (no database stores those in text)."""
+    if not value.strip():
+        raise ValidationError("must not be blank")
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+def Title(**kwargs) -> fields.String:
+    return fields.String(validate=[validate.Length(max=TITLE_MAX), _text], **kwargs)
+
+
+def Content(**kwargs) -> fields.String:
+    return fields.String(validate=[validate.Length(max=CONTENT_MAX), _text], **kwargs)
+
+
+def UserId(**kwargs) -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=64), allow_none=True, **kwargs)
+
+
+class Body(Schema):
+    """Request bodies refuse unknown fields: a client cannot slip in `is_deleted` or counts."""
+
+    class Meta:
+        unknown = RAISE
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class CreateSessionBody(Body):
+    user_id = UserId()
+    title = Title(allow_none=True)
+
+
+class ListSessionsBody(page_schema(20)):
+    class Meta:
+        unknown = RAISE
+
+    user_id = UserId()
+
+
+class RenameSessionBody(Body):
+    new_title = Title(required=True)
+
+
+class CreateMessageBody(Body):
+    session_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    content = Content(required=True)
+    role = fields.String(load_default="user", validate=validate.OneOf(ROLES))
+
+
+class EditMessageBody(Body):
+    new_content = Content(required=True)
+
+
+class MessageListArgs(page_schema(50)):
+    order = fields.String(load_default="asc", validate=validate.OneOf(("asc", "desc")))
+
+
+SessionListArgs = page_schema(20)
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+class SessionSchema(Schema):
+    """The whole ChatSession object of the seed's model structure."""
+
+    session_id = fields.String()
+    user_id = fields.String()
+    title = fields.String()
+    message_count = fields.Integer()
+    created_at = fields.DateTime(format=UTC_FORMAT)
+    updated_at = fields.DateTime(format=UTC_FORMAT)
+    is_deleted = fields.Boolean()
+
+
+class SessionDetailSchema(SessionSchema):
+    """GET /api/chat/sessions/:session_id, as the seed shows it."""
+
+    class Meta:
+        exclude = ("user_id",)
+
+
+class SessionSummarySchema(SessionSchema):
+    """An item of POST /api/chat/sessions, as the seed shows it."""
+
+    class Meta:
+        fields = ("session_id", "title", "message_count", "created_at")
+
+
+class MessageSchema(Schema):
+    """The whole ChatMessage object of the seed's model structure."""
+
+    message_id = fields.Integer()
+    session_id = fields.String()
+    role = fields.String()
+    content = fields.String()
+    created_at = fields.DateTime(format=UTC_FORMAT)
+    updated_at = fields.DateTime(format=UTC_FORMAT)
+    is_deleted = fields.Boolean()
+
+
+class MessageBriefSchema(MessageSchema):
+    """A message in the REST routes' responses, as the seed shows it."""
+
+    class Meta:
+        fields = ("message_id", "content", "role", "created_at")
+
+
+class MessagePageSchema(Schema):
+    items = fields.List(fields.Nested(MessageBriefSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class SessionPageSchema(Schema):
+    items = fields.List(fields.Nested(SessionSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class SessionWithMessagesSchema(Schema):
+    """A session and its newest messages (shown oldest first)."""
+
+    session = fields.Nested(SessionSchema)
+    messages = fields.List(fields.Nested(MessageSchema))
+
+
+class FirstScreenSchema(SessionPageSchema):
+    """The session list plus the most recently updated session and its newest messages."""
+
+    session = fields.Nested(SessionSchema, allow_none=True)
+    messages = fields.List(fields.Nested(MessageSchema))
+
+
+class ViewMessagePageSchema(Schema):
+    items = fields.List(fields.Nested(MessageSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    page_size = fields.Integer()

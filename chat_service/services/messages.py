@@ -1,0 +1,70 @@
+"""Messages as their session's owner sees them: post, find, list, edit, delete."""
+
+from __future__ import annotations
+
+from chat_service import crud
+from chat_service.extensions import db
+from chat_service.models import ChatMessage
+from chat_service.services.sessions import owned_session
+from shared.errors import BadRequest, Forbidden, MessageNotFound, OperationFailed, SessionNotFound
+from shared.paging import Page
+
+_MAX_ID = 2**63 - 1
+
+
+def parse_message_id(raw: str) -> int:
+    """A message id is a positive integer; anything else is a 400."""
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= _MAX_ID:
+        raise BadRequest(f"malformed message_id: {raw!r} is not a positive integer")
+    return int(raw)
+
+
+def owned_message(user_id: str, message_id: str, session_id: str | None = None) -> ChatMessage:
+    """The user's live message (in `session_id`, when given); 7003 if none, 403 if someone else's."""
+    parsed = parse_message_id(message_id)
+    if session_id is not None:
+        session = owned_session(user_id, session_id)
+    message = crud.get_message(db.session, parsed)
+    if message is None or (session_id is not None and message.session_id != session.session_id):
+        raise MessageNotFound()
+    if session_id is None:
+        owner = crud.get_session(db.session, message.session_id)
+        if owner is None:
+            raise MessageNotFound()
+        if owner.user_id != user_id:
+            raise Forbidden("the message belongs to another user")
+    return message
+
+
+def post_message(user_id: str, session_id: str, content: str, role: str = "user") -> ChatMessage:
+    """Store a message in the user's session, counted on it atomically."""
+    session = owned_session(user_id, session_id)
+    message = crud.create_message(db.session, session.session_id, content, role)
+    if message is None:
+        raise SessionNotFound()  # deleted meanwhile
+    return message
+
+
+def list_messages(
+    user_id: str, session_id: str, page: Page, order: str = "asc"
+) -> tuple[list[ChatMessage], int]:
+    """A page of the session's messages and their total (the session's maintained count)."""
+    session = owned_session(user_id, session_id)
+    items = crud.list_messages(db.session, session.session_id, page.page, page.page_size, order)
+    return items, session.message_count
+
+
+def edit_message(user_id: str, message_id: str, new_content: str) -> ChatMessage:
+    """Replace a user message's content; other roles are not editable (1004)."""
+    message = owned_message(user_id, message_id)
+    if message.role != "user":
+        raise OperationFailed(f"only user messages can be edited, this one is {message.role!r}")
+    if not crud.update_message_content(db.session, message.message_id, new_content):
+        raise MessageNotFound()  # deleted meanwhile
+    return message
+
+
+def delete_message(user_id: str, message_id: str) -> None:
+    message = owned_message(user_id, message_id)
+    if not crud.soft_delete_message(db.session, message.message_id):
+        raise MessageNotFound()  # deleted meanwhile

@@ -1,0 +1,60 @@
+"""Sessions as their owner sees them: create, find, list, rename, delete."""
+
+from __future__ import annotations
+
+import uuid
+
+from chat_service import crud
+from chat_service.extensions import db
+from chat_service.models import DEFAULT_TITLE, ChatMessage, ChatSession
+from shared.errors import BadRequest, Forbidden, SessionNotFound
+from shared.paging import Page
+
+LATEST_MESSAGES = 50
+
+
+def parse_session_id(raw: str) -> str:
+    """The canonical form of a session id; anything that is not a UUID is a 400."""
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, TypeError, AttributeError):
+        raise BadRequest(f"malformed session_id: {raw!r} is not a UUID") from None
+
+
+def owned_session(user_id: str, session_id: str) -> ChatSession:
+    """The user's live session; 7001 if there is none, 403 if it is someone else's."""
+    session = crud.get_session(db.session, parse_session_id(session_id))
+    if session is None:
+        raise SessionNotFound()
+    if session.user_id != user_id:
+        raise Forbidden("the session belongs to another user")
+    return session
+
+
+def create_session(user_id: str, title: str | None = None) -> ChatSession:
+    return crud.create_session(db.session, str(uuid.uuid4()), user_id, title or DEFAULT_TITLE)
+
+
+def list_sessions(user_id: str, page: Page) -> tuple[list[ChatSession], int]:
+    """A page of the user's sessions, most recently updated first, and how many there are."""
+    items = crud.list_sessions(db.session, user_id, page.page, page.page_size)
+    return items, crud.count_sessions(db.session, user_id)
+
+
+def rename_session(user_id: str, session_id: str, new_title: str) -> ChatSession:
+    session = owned_session(user_id, session_id)
+    if not crud.update_session_title(db.session, session.session_id, new_title):
+        raise SessionNotFound()  # deleted meanwhile
+    return session
+
+
+def delete_session(user_id: str, session_id: str) -> None:
+    session = owned_session(user_id, session_id)
+    if not crud.soft_delete_session(db.session, session.session_id):
+        raise SessionNotFound()  # deleted meanwhile
+
+
+def latest_messages(session: ChatSession, limit: int = LATEST_MESSAGES) -> list[ChatMessage]:
+    """The session's newest `limit` messages, oldest first."""
+    newest = crud.list_messages(db.session, session.session_id, 1, limit, order="desc")
+    return newest[::-1]

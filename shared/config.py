@@ -1,0 +1,37 @@
+"""Configuration from environment variables, the same names in both services (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from shared.db import engine_options
+
+
+class SharedConfig:
+    """Settings both services read; each service subclasses it with its own defaults."""
+
+    SERVICE_NAME = "service"
+    SUCCESS_MESSAGE = "success"
+    JSON_DEFAULT_PAGE_SIZE = 20
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        env = environ.get
+        self.SQLALCHEMY_DATABASE_URI = env("DATABASE_URL") or f"sqlite:///{self.SERVICE_NAME}.sqlite3"
+        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
+        self.JWT_SECRET = env("JWT_SECRET", "")
+        self.JWT_PUBLIC_KEY = env("JWT_PUBLIC_KEY", "")
+        self.JWT_PRIVATE_KEY = env("JWT_PRIVATE_KEY", "")
+        self.JWT_JWKS_URL = env("JWT_JWKS_URL", "")
+        self.JWT_ISSUER = env("JWT_ISSUER", "")
+        self.JWT_AUDIENCE = env("JWT_AUDIENCE", "")
+        self.JWT_LEEWAY_SECONDS = int(env("JWT_LEEWAY_SECONDS", "30"))
+        self.REDIS_URL = env("REDIS_URL", "")
+        self.CONVERSATION_SERVICE_URL = env("CONVERSATION_SERVICE_URL", "http://127.0.0.1:5002")
+        self.MAX_CONTENT_LENGTH = int(env("MAX_CONTENT_LENGTH", str(1024 * 1024)))
+        self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
+        self.TIMEZONE = env("TIMEZONE", "UTC")
+
+    def as_dict(self) -> dict:
+        names = {name for name in dir(self) if name.isupper()}
+        return {name: getattr(self, name) for name in names}

@@ -1,0 +1,73 @@
+"""Fixtures: an app per test on each database backend, a client, and tokens for test users."""
+
+from __future__ import annotations
+
+import pytest
+from flask_migrate import upgrade
+
+from chat_service import create_app as create_chat_app
+from chat_service.extensions import db as chat_db
+from shared.auth import mint_token
+from tests.api_client import ApiClient
+from tests.databases import BACKENDS, DatabaseServer, clear_tables
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+ALICE = "542738228948500480"
+BOB = "542738228948500481"
+
+
+def base_environ(database_url: str, **extra: str) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING", **extra}
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_server(request, tmp_path_factory):
+    reason = DatabaseServer.skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    server = DatabaseServer(request.param, tmp_path_factory.mktemp(request.param))
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def chat_database(database_server) -> str:
+    """A chat_service database on this backend, migrated once for the whole run."""
+    url = database_server.create("chat_test")
+    app = create_chat_app(base_environ(url))
+    with app.app_context():
+        upgrade()
+        chat_db.engine.dispose()
+    return url
+
+
+@pytest.fixture
+def chat_app(chat_database):
+    app = create_chat_app(base_environ(chat_database))
+    app.config["TESTING"] = True
+    yield app
+    with app.app_context():
+        clear_tables(chat_db, ["chat_messages", "chat_sessions"])
+        chat_db.engine.dispose()
+
+
+@pytest.fixture
+def chat(chat_app) -> ApiClient:
+    """chat_service's API, called as ALICE unless a test says otherwise."""
+    return ApiClient(chat_app, default_user=ALICE)
+
+
+@pytest.fixture
+def bare_app(tmp_path):
+    """chat_service on an empty SQLite file: for what happens before any table is touched."""
+    app = create_chat_app(base_environ(f"sqlite:///{tmp_path}/bare.sqlite3"))
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def token():
+    def make(user: str = ALICE, **kwargs) -> str:
+        return mint_token(user, config={"JWT_SECRET": SECRET}, **kwargs)
+
+    return make
