@@ -147,11 +147,17 @@ def soft_delete_message(db: Session, message_id: int) -> bool:
     message = get_message(db, message_id)
     if message is None:
         return False
-    now = utcnow()
+    # Lock the session row first, as create_message does: every writer of a session takes its
+    # locks in the same order, so they queue instead of deadlocking (InnoDB would otherwise).
+    db.execute(
+        sa.select(ChatSession.session_id)
+        .where(ChatSession.session_id == message.session_id)
+        .with_for_update()
+    )
     deleted = db.execute(
         sa.update(ChatMessage)
         .where(ChatMessage.message_id == message_id, ChatMessage.is_deleted.is_(False))
-        .values(is_deleted=True, updated_at=now)
+        .values(is_deleted=True, updated_at=utcnow())
     )
     if deleted.rowcount != 1:  # a concurrent delete got there first
         db.rollback()

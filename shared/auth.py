@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from flask import Flask, current_app, g, request
 
 from shared.errors import Forbidden, Unauthorized
@@ -38,7 +39,7 @@ class TokenVerifier:
         if secret:
             self._keys["HS256"] = secret
         if public_key:
-            self._keys["RS256"] = jwt.algorithms.RSAAlgorithm.prepare_key(_pem(public_key))
+            self._keys["RS256"] = load_pem_public_key(_pem(public_key).encode())
         self._jwks = (
             jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5)
             if jwks_url and not public_key

@@ -13,7 +13,8 @@ class SharedConfig:
 
     SERVICE_NAME = "service"
     SUCCESS_MESSAGE = "success"
-    JSON_DEFAULT_PAGE_SIZE = 20
+    # OPTIONS answers 405 with `Allow` in the envelope, not Flask's empty HTML 200 (CORS is the gateway's).
+    PROVIDE_AUTOMATIC_OPTIONS = False
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         env = environ.get

@@ -72,6 +72,7 @@ def _log_access(response: Response) -> Response:
             "duration_ms": duration_ms,
             "user": g.get("user_id"),
             "remote_addr": request.remote_addr,
+            "traceId": current_trace_id(),
         },
     )
     return response

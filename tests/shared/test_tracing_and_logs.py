@@ -1,0 +1,90 @@
+"""traceId in and out, and the JSON log lines that carry it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from shared.logs import JsonFormatter
+from tests.api_client import ApiClient, envelope
+from tests.conftest import ALICE
+
+GOOD = "5d0b8880becc47f5870b57aa3cef3a0c"
+
+
+@pytest.fixture
+def api(bare_app) -> ApiClient:
+    return ApiClient(bare_app, default_user=ALICE)
+
+
+def trace_of(response) -> str:
+    return response.get_json()["traceId"]
+
+
+def test_a_valid_incoming_trace_id_is_kept(api):
+    response = api.get("/nope", headers={"X-Trace-Id": GOOD})
+    assert trace_of(response) == GOOD == response.headers["X-Trace-Id"]
+
+
+def test_an_uppercase_trace_id_is_normalised(api):
+    assert trace_of(api.get("/nope", headers={"X-Trace-Id": GOOD.upper()})) == GOOD
+
+
+def test_a_w3c_traceparent_is_used(api):
+    traceparent = f"00-{GOOD}-00f067aa0ba902b7-01"
+    assert trace_of(api.get("/nope", headers={"traceparent": traceparent})) == GOOD
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Trace-Id": "short"},
+        {"X-Trace-Id": GOOD + "ab"},
+        {"X-Trace-Id": "z" * 32},
+        {"X-Trace-Id": "0" * 32},
+        {"X-Trace-Id": f"{GOOD};x=1"},
+        {"traceparent": "00-not-a-trace-01"},
+        {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"},
+    ],
+)
+def test_a_malformed_trace_id_is_replaced(api, headers):
+    response = api.get("/nope", headers=headers)
+    data = envelope(response, 404)
+    assert data is not None
+    assert trace_of(response) != GOOD
+    assert "Set-Cookie" not in response.headers
+
+
+def test_each_request_without_a_trace_id_gets_a_new_one(api):
+    assert trace_of(api.get("/nope")) != trace_of(api.get("/nope"))
+
+
+def test_one_json_access_line_per_request_with_trace_user_and_no_query(api, caplog):
+    caplog.set_level(logging.INFO, logger="access")
+    api.get("/api/chat/sessions/nope?token=SECRET-TOKEN", headers={"X-Trace-Id": GOOD})
+    records = [r for r in caplog.records if r.name == "access"]
+    assert len(records) == 1
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["traceId"] == GOOD
+    assert line["method"] == "GET"
+    assert line["path"] == "/api/chat/sessions/nope"
+    assert line["status"] == 400
+    assert line["user"] == ALICE
+    assert isinstance(line["duration_ms"], float)
+    assert "SECRET-TOKEN" not in json.dumps(line)
+
+
+def test_errors_are_logged_with_the_trace_id(bare_app, caplog):
+    @bare_app.get("/boom")
+    def boom():
+        raise RuntimeError("kaput")
+
+    bare_app.test_client().get("/boom", headers={"X-Trace-Id": GOOD})
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors
+    with bare_app.test_request_context(headers={"X-Trace-Id": GOOD}):
+        line = json.loads(JsonFormatter().format(errors[0]))
+    assert line["traceId"] == GOOD
+    assert "kaput" in line["exception"]
