@@ -1,0 +1,33 @@
+"""conversation_service: AI conversation records (pinned, searchable, linked to a Dify conversation)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+import shared
+from conversation_service.config import Config
+from conversation_service.extensions import db, migrate
+from conversation_service.snowflake import Snowflake
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from environment variables (`environ` replaces `os.environ`, for tests)."""
+    app = Flask(__name__, static_folder=None)
+    app.config.from_mapping(Config(os.environ if environ is None else environ).as_dict())
+    shared.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    app.extensions["snowflake"] = Snowflake(app.config["SNOWFLAKE_WORKER_ID"])
+
+    from conversation_service import api
+
+    app.url_map.converters["conversation_id"] = api.ConversationIdConverter
+    app.register_blueprint(api.bp)
+    app.register_blueprint(api.internal_bp)
+    return app

@@ -1,0 +1,52 @@
+"""AiConversation: one AI conversation record of a user, optionally linked to a Dify conversation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import Mapped, mapped_column
+
+from conversation_service.extensions import db
+
+DEFAULT_TITLE = "新会话"
+TITLE_MAX = 255
+DIFY_ID_MAX = 100
+USER_ID_MAX = 64
+LIST_KEY = ("user_id", "is_deleted", "is_pinned")
+LIST_KEY = ("user_id", "is_deleted", "is_pinned")
+
+# Microsecond timestamps on MySQL/MariaDB too, so ordering by time is as fine-grained on every backend.
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive: every backend stores it the same way."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class AiConversation(db.Model):
+    __tablename__ = "ai_conversations"
+    __table_args__ = (
+        # A user's live records, pinned first, then by creation or update time (id breaks ties).
+        sa.Index("ix_ai_conversations_user_live_created", *LIST_KEY, "created_time", "id"),
+        sa.Index("ix_ai_conversations_user_live_updated", *LIST_KEY, "updated_time", "id"),
+        # The link lookup, and the guarantee behind the idempotent upsert: one live record per Dify
+        # conversation and user. `delete_token` is 0 while the record lives and its own id once deleted,
+        # so deleted records keep their link without blocking a new live one. NULLs never collide.
+        sa.UniqueConstraint(
+            "user_id", "dify_conversation_id", "delete_token", name="uq_ai_conversations_dify_link"
+        ),
+        {"mysql_charset": "utf8mb4"},
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[str] = mapped_column(sa.String(USER_ID_MAX))
+    title: Mapped[str] = mapped_column(sa.String(TITLE_MAX))
+    dify_conversation_id: Mapped[str | None] = mapped_column(sa.String(DIFY_ID_MAX), nullable=True)
+    is_pinned: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    created_time: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_time: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    delete_token: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")

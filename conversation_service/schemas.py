@@ -1,0 +1,160 @@
+"""What conversation_service's routes accept and return: the seed's camelCase fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+
+from conversation_service.models import DIFY_ID_MAX, TITLE_MAX
+from shared.paging import MAX_PAGE, MAX_PAGE_SIZE
+
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
+MAX_ID = 2**63 - 1
+MAX_BATCH = 1000
+SORT_COLUMNS = ("createdTime", "updatedTime", "title")
+SORT_ORDERS = ("ASC", "DESC")
+OPTIONAL_ARGS = ("sortBy", "sortOrder", "keyword")
+
+
+def parse_id(raw: object) -> int | None:
+    """A conversation id given as a string of digits, as an int; None when it is not one."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ID:
+        return int(raw)
+    return None
+
+
+def _text(value: str) -> None:
+    """A non-blank string without NUL characters (no database stores those in text)."""
+    if not value.strip():
+        raise ValidationError("must not be blank")
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+class ConversationId(fields.String):
+    """An id in a body: a string of digits (a number loses precision in JavaScript, so it is refused)."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        parsed = parse_id(super()._deserialize(value, attr, data, **kwargs))
+        if parsed is None:
+            raise ValidationError("must be a conversation id: a string of digits")
+        return parsed
+
+
+class LocalTime(fields.Field):
+    """A naive UTC datetime shown as `YYYY-MM-DDTHH:MM:SS` in the configured TIMEZONE."""
+
+    def _serialize(self, value: datetime | None, attr, obj, **kwargs) -> str | None:
+        if value is None:
+            return None
+        zone = ZoneInfo(current_app.config["TIMEZONE"])
+        return value.replace(tzinfo=UTC).astimezone(zone).strftime(LOCAL_FORMAT)
+
+
+def Title(**kwargs) -> fields.String:
+    return fields.String(validate=[validate.Length(max=TITLE_MAX), _text], **kwargs)
+
+
+def DifyId(**kwargs) -> fields.String:
+    return fields.String(
+        data_key="difyConversationId", validate=[validate.Length(max=DIFY_ID_MAX), _text], **kwargs
+    )
+
+
+def PinFlag(**kwargs) -> fields.Integer:
+    """0 or 1, as a JSON number: `true`, `"1"` and `1.0` are refused."""
+    return fields.Integer(data_key="isPinned", strict=True, validate=validate.OneOf((0, 1)), **kwargs)
+
+
+class Body(Schema):
+    """Request bodies refuse unknown fields: a client cannot slip in `userId` or `is_deleted`."""
+
+    class Meta:
+        unknown = RAISE
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class CreateBody(Body):
+    title = Title(required=True)
+    dify_conversation_id = DifyId(load_default=None, allow_none=True)
+    is_pinned = PinFlag(load_default=0)
+
+
+class UpdateBody(Body):
+    """Only the fields present change; `difyConversationId: null` unlinks the record."""
+
+    id = ConversationId(required=True)
+    title = Title()
+    dify_conversation_id = DifyId(allow_none=True)
+    is_pinned = PinFlag()
+
+
+class PageArgs(Schema):
+    page_no = fields.Integer(data_key="pageNo", load_default=1, validate=validate.Range(1, MAX_PAGE))
+    page_size = fields.Integer(
+        data_key="pageSize", load_default=10, validate=validate.Range(1, MAX_PAGE_SIZE)
+    )
+    sort_by = fields.String(
+        data_key="sortBy", load_default="createdTime", validate=validate.OneOf(SORT_COLUMNS)
+    )
+    sort_order = fields.String(
+        data_key="sortOrder", load_default="DESC", validate=validate.OneOf(SORT_ORDERS)
+    )
+    keyword = fields.String(load_default=None, validate=validate.Length(max=TITLE_MAX))
+
+    @pre_load
+    def _normalise(self, data, **kwargs):
+        """`sortOrder` in any case; an empty `sortBy`, `sortOrder` or `keyword` counts as absent."""
+        data = {key: value for key, value in data.items() if not (key in OPTIONAL_ARGS and value == "")}
+        order = data.get("sortOrder")
+        if order is not None and order.isascii():  # ASCII only: "ſ".upper() is "S"
+            data["sortOrder"] = order.upper()
+        return data
+
+
+class BatchBody(Schema):
+    """A JSON array of id strings, 1 to MAX_BATCH of them."""
+
+    ids = fields.List(ConversationId(), required=True, validate=validate.Length(min=1, max=MAX_BATCH))
+
+    @pre_load
+    def _array(self, data, **kwargs):
+        if not isinstance(data, list):
+            raise ValidationError("the body must be a JSON array of conversation id strings", "ids")
+        return {"ids": data}
+
+
+class PinArgs(Schema):
+    is_pinned = fields.String(data_key="isPinned", required=True, validate=validate.OneOf(("0", "1")))
+
+
+class LinkBody(Body):
+    title = Title(load_default=None, allow_none=True)
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+class ConversationSchema(Schema):
+    """An AI conversation exactly as the seed shows it."""
+
+    id = fields.String()
+    user_id = fields.String(data_key="userId")
+    title = fields.String()
+    dify_conversation_id = fields.String(data_key="difyConversationId")
+    is_pinned = fields.Function(lambda record: int(record.is_pinned), data_key="isPinned")
+    created_time = LocalTime(data_key="createdTime")
+    updated_time = LocalTime(data_key="updatedTime")
+
+
+class ConversationPageSchema(Schema):
+    records = fields.List(fields.Nested(ConversationSchema))
+    total = fields.Integer()
+    current = fields.Integer()
+    size = fields.Integer()
+    pages = fields.Integer()

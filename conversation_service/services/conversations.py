@@ -1,0 +1,236 @@
+"""AI conversation records as their owner sees them: create, change, find, list, page, delete, link."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from conversation_service.extensions import db
+from conversation_service.models import DEFAULT_TITLE, DIFY_ID_MAX, AiConversation, utcnow
+from conversation_service.schemas import parse_id
+from shared.errors import BadRequest, ConversationNotFound, Forbidden, OperationFailed
+from shared.paging import Page
+
+SORT_COLUMNS = {
+    "createdTime": AiConversation.created_time,
+    "updatedTime": AiConversation.updated_time,
+    "title": AiConversation.title,
+}
+Record = AiConversation
+
+
+def _new_id() -> int:
+    return current_app.extensions["snowflake"].next_id()
+
+
+def _live(user_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(AiConversation.user_id == user_id, AiConversation.is_deleted.is_(False))
+
+
+def parse_path_id(raw: str) -> int:
+    """A conversation id from a path is a positive 64-bit integer in digits; anything else is a 400."""
+    parsed = parse_id(raw)
+    if parsed is None:
+        raise BadRequest(f"malformed id: {raw!r} is not a conversation id")
+    return parsed
+
+
+def parse_dify_path_id(raw: str) -> str:
+    """A Dify conversation id from a path: 1 to 100 characters, not blank; anything else is a 400."""
+    if not raw.strip() or len(raw) > DIFY_ID_MAX or "\x00" in raw:
+        raise BadRequest(f"malformed difyConversationId: at most {DIFY_ID_MAX} characters, not blank")
+    return raw
+
+
+def owned(user_id: str, conversation_id: int) -> Record:
+    """The user's live record; 7002 if there is none, 403 if it is someone else's."""
+    record = db.session.get(AiConversation, conversation_id)
+    if record is None or record.is_deleted:
+        raise ConversationNotFound()
+    if record.user_id != user_id:
+        raise Forbidden("the conversation belongs to another user")
+    return record
+
+
+def _linked(user_id: str, dify_id: str) -> Record | None:
+    """The user's live record linked to this Dify conversation, if any."""
+    query = sa.select(AiConversation).where(_live(user_id), AiConversation.dify_conversation_id == dify_id)
+    return db.session.scalar(query)
+
+
+@contextmanager
+def _one_link_per_dify_conversation(user_id: str, dify_id: str | None, own_id: int | None = None) -> Iterator:
+    """Commit the changes made inside; a second live record for the same Dify conversation is 1004."""
+    if dify_id is not None:
+        other = _linked(user_id, dify_id)
+        if other is not None and other.id != own_id:
+            raise OperationFailed(
+                f"difyConversationId {dify_id!r} is already linked to conversation {other.id}"
+            )
+    try:
+        yield
+        db.session.commit()
+    except IntegrityError:  # a concurrent request linked it first
+        db.session.rollback()
+        raise OperationFailed(
+            f"difyConversationId {dify_id!r} is already linked to another conversation"
+        ) from None
+
+
+def create(user_id: str, title: str, dify_id: str | None = None, is_pinned: int = 0) -> Record:
+    now = utcnow()
+    record = AiConversation(
+        id=_new_id(),
+        user_id=user_id,
+        title=title,
+        dify_conversation_id=dify_id,
+        is_pinned=bool(is_pinned),
+        created_time=now,
+        updated_time=now,
+        is_deleted=False,
+        delete_token=0,
+    )
+    with _one_link_per_dify_conversation(user_id, dify_id):
+        db.session.add(record)
+    return record
+
+
+def update(user_id: str, conversation_id: int, changes: dict[str, Any]) -> Record:
+    """Change only the given fields (`title`, `dify_conversation_id`, `is_pinned`) of the user's record."""
+    record = owned(user_id, conversation_id)
+    if not changes:
+        return record
+    values = {**changes, "updated_time": utcnow()}
+    if "is_pinned" in values:
+        values["is_pinned"] = bool(values["is_pinned"])
+    with _one_link_per_dify_conversation(user_id, changes.get("dify_conversation_id"), record.id):
+        result = db.session.execute(
+            sa.update(AiConversation)
+            .where(AiConversation.id == record.id, AiConversation.is_deleted.is_(False))
+            .values(**values)
+        )
+    if result.rowcount != 1:
+        raise ConversationNotFound()  # deleted meanwhile
+    return record
+
+
+def set_pinned(user_id: str, conversation_id: int, is_pinned: int) -> Record:
+    return update(user_id, conversation_id, {"is_pinned": is_pinned})
+
+
+def page(
+    user_id: str,
+    page: Page,
+    sort_by: str = "createdTime",
+    sort_order: str = "DESC",
+    keyword: str | None = None,
+) -> tuple[list[Record], int]:
+    """A page of the user's live records (pinned first, then `sort_by` in `sort_order`) and their total."""
+    where = [_live(user_id)]
+    if keyword:
+        where.append(AiConversation.title.icontains(keyword, autoescape=True))
+    direction = sa.asc if sort_order == "ASC" else sa.desc
+    query = (
+        sa.select(AiConversation)
+        .where(*where)
+        .order_by(
+            AiConversation.is_pinned.desc(), direction(SORT_COLUMNS[sort_by]), direction(AiConversation.id)
+        )
+        .offset(page.offset)
+        .limit(page.page_size)
+    )
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(AiConversation).where(*where)) or 0
+    return list(db.session.scalars(query)), total
+
+
+def list_all(user_id: str) -> list[Record]:
+    """All the user's live records, pinned first, then newest first (the seed's sort rule)."""
+    query = (
+        sa.select(AiConversation)
+        .where(_live(user_id))
+        .order_by(
+            AiConversation.is_pinned.desc(), AiConversation.created_time.desc(), AiConversation.id.desc()
+        )
+    )
+    return list(db.session.scalars(query))
+
+
+def _soft_delete(user_id: str, ids: list[int]) -> int:
+    """Mark the user's live records among `ids` deleted, in the open transaction; how many were."""
+    result = db.session.execute(
+        sa.update(AiConversation)
+        .where(_live(user_id), AiConversation.id.in_(ids))
+        .values(is_deleted=True, delete_token=AiConversation.id, updated_time=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def delete(user_id: str, conversation_id: int) -> None:
+    owned(user_id, conversation_id)
+    deleted = _soft_delete(user_id, [conversation_id])
+    db.session.commit()
+    if deleted != 1:
+        raise ConversationNotFound()  # deleted meanwhile
+
+
+def delete_many(user_id: str, ids: list[int]) -> None:
+    """Delete all the given records or none: any unknown, deleted or foreign id refuses the lot."""
+    ids = list(dict.fromkeys(ids))
+    if _soft_delete(user_id, ids) == len(ids):
+        db.session.commit()
+        return
+    db.session.rollback()
+    owners = dict(
+        db.session.execute(
+            sa.select(AiConversation.id, AiConversation.user_id).where(
+                AiConversation.id.in_(ids), AiConversation.is_deleted.is_(False)
+            )
+        ).all()
+    )
+    foreign = [str(i) for i in ids if i in owners and owners[i] != user_id]
+    missing = [str(i) for i in ids if i not in owners]
+    problems = [f"of another user: {', '.join(foreign)}"] if foreign else []
+    problems += [f"unknown or deleted: {', '.join(missing)}"] if missing else []
+    detail = f"nothing was deleted; conversations {'; '.join(problems)}"
+    data = {"detail": detail, "notFound": missing, "forbidden": foreign}
+    raise (Forbidden if foreign else ConversationNotFound)(detail, data=data)
+
+
+def link(user_id: str, dify_id: str, title: str | None = None) -> Record:
+    """The user's live record for this Dify conversation, created (with `title`) if there is none.
+
+    Idempotent and safe under concurrency: the unique link constraint lets only one insert win; the
+    loser finds the winner's record. A record the user deleted is as if it never existed, so a link
+    after a delete creates a new record.
+    """
+    existing = _linked(user_id, dify_id)
+    if existing is not None:
+        return existing
+    now = utcnow()
+    record = AiConversation(
+        id=_new_id(),
+        user_id=user_id,
+        title=title or DEFAULT_TITLE,
+        dify_conversation_id=dify_id,
+        is_pinned=False,
+        created_time=now,
+        updated_time=now,
+        is_deleted=False,
+        delete_token=0,
+    )
+    db.session.add(record)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        existing = _linked(user_id, dify_id)
+        if existing is None:
+            raise
+        return existing
+    return record
