@@ -10,7 +10,10 @@ from flask import Flask
 
 import shared
 from chat_service.config import Config
-from chat_service.extensions import db, migrate
+from chat_service.extensions import db, migrate, sock
+from chat_service.hub import Hub
+from chat_service.turn_registry import TurnRegistry
+from shared.http import ServiceClient
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,9 +25,21 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     shared.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
+    sock.init_app(app)
 
-    from chat_service import api, views
+    from chat_service.providers import make_provider
+
+    hub = Hub()
+    hub.init_app(app)
+    app.extensions["turns"] = TurnRegistry(hub)
+    app.extensions["ai_provider"] = make_provider(app.config)
+    app.extensions["conversation_client"] = ServiceClient(
+        app.config["CONVERSATION_SERVICE_URL"], service_name=Config.SERVICE_NAME, config=app.config
+    )
+
+    from chat_service import api, views, ws
 
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(ws.bp)
     return app

@@ -30,3 +30,16 @@ class Config(SharedConfig):
         self.PROVIDER_RETRY_TRIES = int(env("PROVIDER_RETRY_TRIES", "3"))
         self.PROVIDER_RETRY_BASE_SECONDS = float(env("PROVIDER_RETRY_BASE_SECONDS", "0.5"))
         self.PROVIDER_RETRY_CAP_SECONDS = float(env("PROVIDER_RETRY_CAP_SECONDS", "8"))
+        # Browser origins that may open sockets; empty: the request's own host only; "*": any.
+        self.WS_ALLOWED_ORIGINS = [o.strip() for o in env("WS_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+        self.SOCK_SERVER_OPTIONS = {
+            # Below every proxy's idle timeout (nginx: 60 s), so idle sockets stay open.
+            "ping_interval": float(env("WS_PING_INTERVAL", "25")),
+            # A 32,000-character message, even \uXXXX-escaped, fits; larger frames close with 1009.
+            "max_message_size": int(env("WS_MAX_MESSAGE_SIZE", str(512 * 1024))),
+            "subprotocols": ["bearer"],
+        }
+        # Waits between retries of the Dify link to conversation_service.
+        self.LINK_RETRY_DELAYS = tuple(
+            float(d) for d in env("LINK_RETRY_DELAYS", "0.5,1,2,4,8,16").split(",") if d.strip()
+        )

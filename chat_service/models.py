@@ -44,6 +44,9 @@ class ChatSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # The Dify conversation this session continues, and its record in conversation_service once linked.
+    dify_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), default=None)
+    conversation_record_id: Mapped[str | None] = mapped_column(sa.String(20), default=None)
 
 
 class ChatMessage(db.Model):

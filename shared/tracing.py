@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -15,6 +18,7 @@ TRACE_HEADER = "X-Trace-Id"
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _NULL_TRACE = "0" * 32
+_bound: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 
 def new_trace_id() -> str:
@@ -33,12 +37,22 @@ def trace_id_from_headers(headers) -> str | None:
 
 
 def current_trace_id() -> str:
-    """This request's trace id; outside a request (a CLI, a background task) a fresh one."""
+    """This request's trace id; in a background task the one it was bound to; else a fresh one."""
     if has_request_context():
         if "trace_id" not in g:
             g.trace_id = trace_id_from_headers(request.headers) or new_trace_id()
         return g.trace_id
-    return new_trace_id()
+    return _bound.get() or new_trace_id()
+
+
+@contextmanager
+def bound_trace_id(trace_id: str) -> Iterator[None]:
+    """Carry a request's trace id into work that outlives it (a thread does not inherit it)."""
+    token = _bound.set(trace_id)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
 
 
 def _start_trace() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_service import crud
+from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.models import ChatMessage
 from chat_service.services.sessions import owned_session
@@ -42,6 +42,7 @@ def post_message(user_id: str, session_id: str, content: str, role: str = "user"
     message = crud.create_message(db.session, session.session_id, content, role)
     if message is None:
         raise SessionNotFound()  # deleted meanwhile
+    events.message_posted(message)
     return message
 
 
@@ -61,6 +62,7 @@ def edit_message(user_id: str, message_id: str, new_content: str) -> ChatMessage
         raise OperationFailed(f"only user messages can be edited, this one is {message.role!r}")
     if not crud.update_message_content(db.session, message.message_id, new_content):
         raise MessageNotFound()  # deleted meanwhile
+    events.message_updated(message)
     return message
 
 
@@ -68,3 +70,4 @@ def delete_message(user_id: str, message_id: str) -> None:
     message = owned_message(user_id, message_id)
     if not crud.soft_delete_message(db.session, message.message_id):
         raise MessageNotFound()  # deleted meanwhile
+    events.message_deleted(message.session_id, message.message_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from chat_service import crud
+from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.models import DEFAULT_TITLE, ChatMessage, ChatSession
 from shared.errors import BadRequest, Forbidden, SessionNotFound
@@ -45,6 +45,7 @@ def rename_session(user_id: str, session_id: str, new_title: str) -> ChatSession
     session = owned_session(user_id, session_id)
     if not crud.update_session_title(db.session, session.session_id, new_title):
         raise SessionNotFound()  # deleted meanwhile
+    events.session_updated(session)
     return session
 
 
@@ -52,6 +53,7 @@ def delete_session(user_id: str, session_id: str) -> None:
     session = owned_session(user_id, session_id)
     if not crud.soft_delete_session(db.session, session.session_id):
         raise SessionNotFound()  # deleted meanwhile
+    events.session_deleted(session.session_id)
 
 
 def latest_messages(session: ChatSession, limit: int = LATEST_MESSAGES) -> list[ChatMessage]:

@@ -1,0 +1,176 @@
+"""Fan-out: every frame of a session reaches every socket open on it, in this process or, with
+`REDIS_URL`, in every worker and instance through Redis pub/sub.
+
+A frame is serialised once per publish, not once per socket. Frames whose type starts with `_` are
+control messages (a `stop` for a turn running elsewhere): they reach the hub's control handlers,
+never a socket. When Redis is unreachable, publishing degrades to this process and says so in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "chat:session:"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One server frame: its type, its turn sequence number (deltas), and its JSON text."""
+
+    session_id: str
+    type: str
+    text: str
+    seq: int | None = None
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One socket's inbox of frames."""
+
+    session_id: str
+    inbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        try:
+            return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+ControlHandler = Callable[[str, dict[str, Any]], None]
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._lock = threading.Lock()
+        self._control_handlers: list[ControlHandler] = []
+        self._bridge: RedisBridge | None = None
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["hub"] = self
+        if app.config.get("REDIS_URL"):
+            self._bridge = RedisBridge(app.config["REDIS_URL"], self._deliver)
+
+    @property
+    def redis(self):
+        return self._bridge.redis if self._bridge else None
+
+    def subscribe(self, session_id: str) -> Subscription:
+        subscription = Subscription(session_id)
+        with self._lock:
+            self._subscriptions.setdefault(session_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            subscribers = self._subscriptions.get(subscription.session_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscriptions[subscription.session_id]
+
+    def subscriber_count(self, session_id: str | None = None) -> int:
+        with self._lock:
+            if session_id is not None:
+                return len(self._subscriptions.get(session_id, ()))
+            return sum(len(s) for s in self._subscriptions.values())
+
+    def on_control(self, handler: ControlHandler) -> None:
+        self._control_handlers.append(handler)
+
+    def publish(self, session_id: str, payload: dict[str, Any]) -> None:
+        """Send `payload` (a frame with a `type`) to every socket of the session, everywhere."""
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        if self._bridge is not None and self._bridge.publish(session_id, text):
+            return
+        self._deliver(session_id, text, payload)
+
+    def _deliver(self, session_id: str, text: str, payload: dict[str, Any] | None = None) -> None:
+        if payload is None:
+            payload = json.loads(text)
+        kind = payload.get("type", "")
+        if kind.startswith("_"):
+            for handler in self._control_handlers:
+                handler(session_id, payload)
+            return
+        seq = (payload.get("data") or {}).get("seq") if isinstance(payload.get("data"), dict) else None
+        frame = Frame(session_id, kind, text, seq)
+        with self._lock:
+            subscribers = list(self._subscriptions.get(session_id, ()))
+        for subscription in subscribers:
+            subscription.inbox.put(frame)
+
+    def close(self) -> None:
+        if self._bridge is not None:
+            self._bridge.close()
+
+
+class RedisBridge:
+    """Publishes to Redis and delivers what any instance published back to this process's sockets."""
+
+    RECONNECT_DELAY_SECONDS = 1.0
+
+    def __init__(self, url: str, deliver: Callable[[str, str], None]) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+        self._deliver = deliver
+        self._stopped = threading.Event()
+        self._degraded = False
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="hub-redis-listener", daemon=True)
+        self._thread.start()
+        self._listening.wait(timeout=3)
+
+    def publish(self, session_id: str, text: str) -> bool:
+        """True once Redis took the frame; False (deliver locally) while it is unreachable."""
+        import redis
+
+        try:
+            self.redis.publish(CHANNEL_PREFIX + session_id, text)
+        except redis.RedisError as error:
+            if not self._degraded:
+                log.warning("redis unreachable, fan-out is local to this process: %s", error)
+            self._degraded = True
+            return False
+        if self._degraded:
+            log.info("redis reachable again, fan-out spans instances")
+            self._degraded = False
+        return True
+
+    def _listen(self) -> None:
+        import redis
+
+        while not self._stopped.is_set():
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                self._listening.set()
+                while not self._stopped.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message["type"] == "pmessage":
+                        channel = message["channel"].decode()
+                        self._deliver(channel[len(CHANNEL_PREFIX) :], message["data"].decode())
+            except redis.RedisError as error:
+                log.warning("redis listener lost its connection, retrying: %s", error)
+                self._listening.set()
+                time.sleep(self.RECONNECT_DELAY_SECONDS)
+            finally:
+                pubsub.close()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=3)
+        self.redis.close()

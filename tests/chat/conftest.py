@@ -1,0 +1,54 @@
+"""Live chat_service servers for the WebSocket tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat_service import create_app
+from chat_service.extensions import db
+from tests.conftest import ALICE, base_environ
+from tests.databases import clear_tables
+from tests.live import Socket, serve
+
+
+@pytest.fixture
+def live_chat_factory(chat_database):
+    """Start chat_service on a loopback port with extra settings; yields (base_url, app)."""
+    started = []
+
+    def start(**environ: str):
+        app = create_app(base_environ(chat_database, **({"ECHO_DELAY_SECONDS": "0.01"} | environ)))
+        context = serve(app)
+        url = context.__enter__()
+        started.append((context, app))
+        return url, app
+
+    yield start
+    for context, app in reversed(started):
+        context.__exit__(None, None, None)
+        app.extensions["ai_provider"].close()
+        app.extensions["hub"].close()
+    if started:
+        with started[0][1].app_context():
+            clear_tables(db, ["chat_messages", "chat_sessions"])
+            db.engine.dispose()
+
+
+@pytest.fixture
+def open_socket(token):
+    sockets = []
+
+    def connect(base_url: str, session_id: str, user: str = ALICE, ready: bool = False, **kwargs) -> Socket:
+        """Open a socket; `ready=True` waits until the server has subscribed it (a ping answered)."""
+        headers = kwargs.pop("headers", {"Authorization": f"Bearer {token(user)}"})
+        socket = Socket(base_url.replace("http", "ws", 1) + f"/ws/{session_id}", headers=headers, **kwargs)
+        sockets.append(socket)
+        if ready:
+            socket.send({"type": "ping"})
+            assert socket.until("pong")[-1]["type"] == "pong"
+            socket.seen.clear()
+        return socket
+
+    yield connect
+    for socket in sockets:
+        socket.close()

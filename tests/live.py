@@ -1,0 +1,70 @@
+"""A real HTTP server on loopback for tests that need one (WebSockets), and a socket client."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask
+from simple_websocket import Client, ConnectionClosed
+from werkzeug.serving import make_server
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL (`http://127.0.0.1:PORT`)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class Socket:
+    """A WebSocket client that reads the server's JSON frames."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self.client = Client.connect(url, **kwargs)
+        self.seen: list[dict] = []
+
+    def send(self, payload: dict | str) -> None:
+        self.client.send(payload if isinstance(payload, str) else json.dumps(payload))
+
+    def next(self, timeout: float = 5) -> dict:
+        raw = self.client.receive(timeout=timeout)
+        if raw is None:
+            raise TimeoutError(f"no frame within {timeout}s; seen {[f['type'] for f in self.seen]}")
+        frame = json.loads(raw)
+        self.seen.append(frame)
+        return frame
+
+    def until(self, kind: str, timeout: float = 10) -> list[dict]:
+        """Frames up to and including the first of type `kind`."""
+        frames, deadline = [], time.monotonic() + timeout
+        while True:
+            frames.append(self.next(timeout=max(0.01, deadline - time.monotonic())))
+            if frames[-1]["type"] == kind:
+                return frames
+
+    def closed_with(self, timeout: float = 5) -> int | None:
+        """The close code once the server closes the socket."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.client.receive(timeout=0.1)
+        except ConnectionClosed:
+            return self.client.close_reason
+        raise TimeoutError("the socket stayed open")
+
+    def close(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            self.client.close()
