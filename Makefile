@@ -29,6 +29,7 @@ $(DEV)/jwt_secret:
 
 migrate: install $(DEV)/jwt_secret
 	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app chat_service db upgrade
+	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app conversation_service db upgrade
 
 run: migrate
 	@JWT_SECRET=$$(cat $(DEV)/jwt_secret) BIN=$(BIN) scripts/run-dev
