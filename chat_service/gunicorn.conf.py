@@ -1,11 +1,42 @@
-"""gunicorn settings for chat_service (see the README for how `make run` and compose start it)."""
+"""gunicorn settings for chat_service.
+
+gevent workers: a socket costs a greenlet, not a thread, so one worker holds ~1,000 open sockets with
+REST latency unchanged (bench/ws_capacity.py; with gthread, 8 idle sockets took all 8 threads and
+every REST request timed out). Without Redis, fan-out is in-process, so there is one worker; with
+`REDIS_URL`, fan-out spans workers and `WEB_CONCURRENCY` (default 2) sets their number.
+"""
 
 import os
+import signal
 
 bind = os.environ.get("BIND", "0.0.0.0:5001")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("THREADS", "8"))
+worker_class = os.environ.get("WORKER_CLASS", "gevent")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2" if os.environ.get("REDIS_URL") else "1"))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
+threads = int(os.environ.get("THREADS", "8"))  # gthread only
 timeout = 60
-graceful_timeout = 30
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 accesslog = None  # the app writes one JSON access line per request
+
+
+def post_worker_init(worker):
+    """On SIGTERM, close every socket with 1001 (going away) instead of letting them hang to the end."""
+    app = worker.wsgi
+
+    def handle_exit(_signum, _frame):
+        worker.alive = False
+        if worker_class == "gevent":
+            import gevent
+
+            gevent.spawn(app.extensions["hub"].going_away)  # no blocking calls inside a signal handler
+        else:
+            app.extensions["hub"].going_away()
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def worker_exit(server, worker):
+    """Let AI turns in flight finish and be stored before the process goes."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        app.extensions["turns"].wait_idle(graceful_timeout)

@@ -22,6 +22,7 @@ from flask import Flask
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "chat:session:"
+GOING_AWAY = "_going_away"  # a Frame type only this process's sockets see, at shutdown
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,13 @@ class Hub:
             subscribers = list(self._subscriptions.get(session_id, ()))
         for subscription in subscribers:
             subscription.inbox.put(frame)
+
+    def going_away(self) -> None:
+        """Tell every socket of this process that the server is shutting down (they close with 1001)."""
+        with self._lock:
+            subscribers = [s for group in self._subscriptions.values() for s in group]
+        for subscription in subscribers:
+            subscription.inbox.put(Frame(subscription.session_id, GOING_AWAY, ""))
 
     def close(self) -> None:
         if self._bridge is not None:

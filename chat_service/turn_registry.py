@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,16 @@ class TurnRegistry:
             log.warning("redis unreachable reading turn state: %s", error)
             return None
         return json.loads(raw) if raw else None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no turn runs in this process (at shutdown); False if some still run at `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._local:
+                    return True
+            time.sleep(0.1)
+        return False
 
     def request_stop(self, session_id: str) -> None:
         """Stop the session's turn, wherever it runs."""

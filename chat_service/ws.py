@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chat_service import events
 from chat_service.extensions import db, sock
-from chat_service.hub import Frame, Subscription
+from chat_service.hub import GOING_AWAY, Frame, Subscription
 from chat_service.schemas import Content
 from chat_service.services import turns
 from chat_service.services.sessions import owned_session
@@ -131,6 +131,9 @@ class SessionSocket:
             if snapshot and frame.type == "delta" and _already_sent(frame, snapshot):
                 continue
             try:
+                if frame.type == GOING_AWAY:
+                    close(self.ws, 1001, "server shutting down")
+                    return
                 self.ws.send(frame.text)
                 if frame.type == "session_deleted":
                     close(self.ws, 1000, "session deleted")

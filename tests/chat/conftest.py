@@ -6,7 +6,10 @@ import pytest
 
 from chat_service import create_app
 from chat_service.extensions import db
+from conversation_service import create_app as create_conversation_app
+from conversation_service.extensions import db as conversation_db
 from tests.conftest import ALICE, base_environ
+from tests.conversation.conftest import conversation_database as _conversation_database
 from tests.databases import clear_tables
 from tests.live import Socket, serve
 
@@ -52,3 +55,28 @@ def open_socket(token):
     yield connect
     for socket in sockets:
         socket.close()
+
+
+conversation_database = _conversation_database  # the fixture, shared with tests/conversation
+
+
+@pytest.fixture
+def live_conversation(conversation_database):
+    """conversation_service on a loopback port, for the Dify link; yields (base_url, app)."""
+    app = create_conversation_app(base_environ(conversation_database))
+    with serve(app) as url:
+        yield url, app
+    with app.app_context():
+        clear_tables(conversation_db, ["ai_conversations"])
+        conversation_db.engine.dispose()
+
+
+@pytest.fixture
+def clean_chat_database(chat_database):
+    """The chat database, emptied after the test (for servers started in other processes)."""
+    yield chat_database
+    app = create_app(base_environ(chat_database))
+    with app.app_context():
+        clear_tables(db, ["chat_messages", "chat_sessions"])
+        db.engine.dispose()
+    app.extensions["hub"].close()
