@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from shared import auth, cli, errors, logs, tracing
+from shared import auth, cli, errors, logs, proxy, tracing
 
 
 def init_app(app: Flask) -> None:
     """Install the envelope, error rendering, traceId, JSON logs and token checks on `app`."""
+    proxy.init_app(app)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     logs.configure_logging(app.config.get("LOG_LEVEL", "INFO"))

@@ -32,6 +32,8 @@ class SharedConfig:
         self.MAX_CONTENT_LENGTH = int(env("MAX_CONTENT_LENGTH", str(1024 * 1024)))
         self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
         self.TIMEZONE = env("TIMEZONE", "UTC")
+        # Proxies in front of the service whose X-Forwarded-For/-Proto/-Host are believed (gateway: 1).
+        self.TRUSTED_PROXIES = int(env("TRUSTED_PROXIES", "0"))
 
     def as_dict(self) -> dict:
         names = {name for name in dir(self) if name.isupper()}
