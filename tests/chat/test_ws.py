@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from chat_service.extensions import db
 from tests.conftest import ALICE, BOB
 from tests.live import Socket
 
@@ -284,3 +285,17 @@ def test_rest_changes_reach_open_sockets_and_deleting_closes_them(live, token, o
     rest(live, token(), "DELETE", f"/api/chat/sessions/{sid}")
     assert socket.next()["type"] == "session_deleted"
     assert socket.closed_with() == 1000
+
+
+def test_open_sockets_hold_no_database_connection(live_chat_factory, token, open_socket):
+    """More sockets than the pool has connections (5 + 10 overflow), and REST still answers at once."""
+    base, app = live_chat_factory()
+    sid = create_session(base, token)
+    sockets = [open_socket(base, sid, ready=True) for _ in range(20)]
+    sockets[0].send({"type": "message", "content": "a reply streams to all twenty sockets"})
+    response = rest(base, token(), "GET", f"/api/chat/sessions/{sid}")
+    assert response.status_code == 200
+    for socket in sockets:
+        socket.until("assistant_message")
+    with app.app_context():
+        assert db.engine.pool.checkedout() == 0
