@@ -19,11 +19,12 @@ from simple_websocket import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chat_service import create_app  # noqa: E402
-from flask_migrate import upgrade  # noqa: E402
-from shared.auth import mint_token  # noqa: E402
-from tests.fakes.dify import DifyTurn, FakeDify  # noqa: E402
-from tests.processes import gunicorn_process  # noqa: E402
+from flask_migrate import upgrade
+
+from chat_service import create_app
+from shared.auth import mint_token
+from tests.fakes.dify import DifyTurn, FakeDify
+from tests.processes import gunicorn_process
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 
