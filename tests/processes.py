@@ -49,9 +49,10 @@ def gunicorn_process(
         deadline = time.monotonic() + 20
         while True:
             try:
-                requests.get(url + "/", timeout=1)
+                # The master accepts connections before its worker has loaded the app: retry on any failure.
+                requests.get(url + "/", timeout=2)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(process.stderr.read().decode()[-2000:]) from None
                 time.sleep(0.1)
