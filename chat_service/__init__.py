@@ -9,6 +9,8 @@ from pathlib import Path
 from flask import Flask
 
 import shared
+import shared.health
+import shared.metrics
 from chat_service.config import Config
 from chat_service.extensions import db, migrate, sock
 from chat_service.hub import Hub
@@ -31,6 +33,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
     hub = Hub()
     hub.init_app(app)
+    shared.health.init_app(app, db, checks={"redis": hub.redis.ping} if hub.redis is not None else None)
+    shared.metrics.init_app(app)
     app.extensions["turns"] = TurnRegistry(hub)
     app.extensions["ai_provider"] = make_provider(app.config)
     app.extensions["conversation_client"] = ServiceClient(

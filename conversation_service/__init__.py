@@ -9,6 +9,8 @@ from pathlib import Path
 from flask import Flask
 
 import shared
+import shared.health
+import shared.metrics
 from conversation_service.config import Config
 from conversation_service.extensions import db, migrate
 from conversation_service.snowflake import Snowflake
@@ -23,6 +25,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     shared.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
+    shared.health.init_app(app, db)
+    shared.metrics.init_app(app)
     app.extensions["snowflake"] = Snowflake(app.config["SNOWFLAKE_WORKER_ID"])
 
     from conversation_service import api
