@@ -9,6 +9,8 @@ every REST request timed out). Without Redis, fan-out is in-process, so there is
 import os
 import signal
 
+from shared.metrics import child_exit, on_starting  # noqa: F401 - gunicorn hooks: multiprocess metrics
+
 bind = os.environ.get("BIND", "0.0.0.0:5001")
 worker_class = os.environ.get("WORKER_CLASS", "gevent")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2" if os.environ.get("REDIS_URL") else "1"))

@@ -37,6 +37,7 @@ class Turn:
     seq: int = 0
     stop_requested: threading.Event = field(default_factory=threading.Event)
     stream: Stream | None = None
+    started_at: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -19,7 +19,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
 
-from chat_service import events
+from chat_service import events, metrics
 from chat_service.extensions import db, sock
 from chat_service.hub import GOING_AWAY, Frame, Subscription
 from chat_service.schemas import Content
@@ -105,6 +105,7 @@ class SessionSocket:
         self.session_id = session_id
         hub = current_app.extensions["hub"]
         self.subscription = hub.subscribe(session_id)
+        metrics.socket_opened()
         sender = threading.Thread(target=self._send_loop, args=(self._turn_state(),), daemon=True)
         sender.start()
         try:
@@ -115,6 +116,7 @@ class SessionSocket:
         except ConnectionClosed:
             pass
         finally:
+            metrics.socket_closed()
             hub.unsubscribe(self.subscription)
             self.subscription.inbox.put(_STOP_SENDING)
             sender.join(timeout=5)

@@ -2,6 +2,8 @@
 
 import os
 
+from shared.metrics import child_exit, on_starting  # noqa: F401 - gunicorn hooks: multiprocess metrics
+
 bind = os.environ.get("BIND", "0.0.0.0:5002")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 from flask import Flask, current_app
 
-from chat_service import crud, events
+from chat_service import crud, events, metrics
 from chat_service.extensions import db
 from chat_service.providers.base import Delta, Finished, Linked, ProviderError, Replace, Started, TurnRequest
 from chat_service.services import links, messages
@@ -89,6 +90,8 @@ def _apply(app: Flask, turn: Turn, event: object, linked: bool) -> bool:
     """Relay one provider event; True when it ends the reply."""
     match event:
         case Delta(text=text) | Replace(text=text):
+            if turn.seq == 0:
+                metrics.first_token(app.extensions["ai_provider"].name, time.monotonic() - turn.started_at)
             replace = isinstance(event, Replace)
             turn.content = text if replace else turn.content + text
             turn.seq += 1
@@ -113,18 +116,23 @@ def _conclude(
     failure: ProviderError | None,
 ) -> None:
     """Store and announce the reply, or announce why there is none (no half reply is ever stored)."""
+    provider = current_app.extensions["ai_provider"].name
     if stopped:
+        metrics.turn_finished(provider, "stopped")
         try:
             stream.stop()  # tells Dify to stop generating; the other providers just drop the connection
         except Exception as error:
             log.warning("provider stop call failed: %s", error)
     elif failure is not None or not finished or not turn.content:
+        metrics.turn_finished(provider, "failed")
         reason = failure.reason if failure is not None else "the provider ended the reply without content"
         log.warning("AI turn failed: %s", reason, extra={"session_id": turn.session_id})
         registry.end(turn)
         error = UpstreamFailed(reason)
         events.publish(turn.session_id, "error", error.data, code=error.code, message=error.message)
         return
+    else:
+        metrics.turn_finished(provider, "completed")
     message = (
         crud.create_message(db.session, turn.session_id, turn.content, "assistant") if turn.content else None
     )

@@ -299,3 +299,30 @@ def test_open_sockets_hold_no_database_connection(live_chat_factory, token, open
         socket.until("assistant_message")
     with app.app_context():
         assert db.engine.pool.checkedout() == 0
+
+
+def test_sockets_and_turns_are_counted_in_metrics(live_chat_factory, token, open_socket):
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    base, _app = live_chat_factory(ECHO_DELAY_SECONDS="0.2")
+    sid = create_session(base, token)
+    sockets_before = sample("ws_open_sockets")
+    completed = sample("ai_turns_total", provider="echo", outcome="completed")
+    stopped = sample("ai_turns_total", provider="echo", outcome="stopped")
+    first_tokens = sample("ai_time_to_first_token_seconds_count", provider="echo")
+    socket = open_socket(base, sid, ready=True)
+    assert sample("ws_open_sockets") == sockets_before + 1
+    socket.send({"type": "message", "content": "one"})
+    socket.until("assistant_message")
+    socket.send({"type": "message", "content": "a b c d e f g"})
+    socket.until("delta")
+    socket.send({"type": "stop"})
+    socket.until("assistant_message")
+    assert sample("ai_turns_total", provider="echo", outcome="completed") == completed + 1
+    assert sample("ai_turns_total", provider="echo", outcome="stopped") == stopped + 1
+    assert sample("ai_time_to_first_token_seconds_count", provider="echo") == first_tokens + 2
+    socket.close()
+    wait_for(lambda: sample("ws_open_sockets") == sockets_before)
