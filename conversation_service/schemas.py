@@ -146,7 +146,7 @@ class ConversationSchema(Schema):
     id = fields.String()
     user_id = fields.String(data_key="userId")
     title = fields.String()
-    dify_conversation_id = fields.String(data_key="difyConversationId")
+    dify_conversation_id = fields.String(data_key="difyConversationId", allow_none=True)
     is_pinned = fields.Function(lambda record: int(record.is_pinned), data_key="isPinned")
     created_time = LocalTime(data_key="createdTime")
     updated_time = LocalTime(data_key="updatedTime")
