@@ -38,6 +38,9 @@ class Turn:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     stream: Stream | None = None
     started_at: float = field(default_factory=time.monotonic)
+    # The session's Dify conversation when the turn began, and whether conversation_service has it.
+    dify_conversation_id: str | None = None
+    linked: bool = False
 
     def snapshot(self) -> dict[str, Any]:
         return {

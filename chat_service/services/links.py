@@ -17,27 +17,36 @@ from chat_service.turn_registry import Turn
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAYS_SECONDS = (0.5, 1, 2, 4, 8, 16)
+
+def remember(turn: Turn, dify_conversation_id: str) -> None:
+    """Store the Dify conversation id on the session and link it, in the background: the relay of the
+    reply never waits on the database or on conversation_service. Nothing to do when both are done."""
+    store = dify_conversation_id != turn.dify_conversation_id
+    if not store and turn.linked:
+        return
+    threading.Thread(
+        target=_remember,
+        args=(current_app._get_current_object(), turn, dify_conversation_id, store),
+        name=f"link-{turn.session_id}",
+        daemon=True,
+    ).start()
 
 
-def remember(turn: Turn, dify_conversation_id: str, *, already_linked: bool) -> None:
-    """Store the Dify conversation id on the session at once, and link it unless that is done."""
-    db.session.execute(
-        sa.update(ChatSession)
-        .where(ChatSession.session_id == turn.session_id)
-        .values(dify_conversation_id=dify_conversation_id)
-    )
-    title = db.session.scalar(sa.select(ChatSession.title).where(ChatSession.session_id == turn.session_id))
-    db.session.commit()
-    db.session.remove()
-    if not already_linked:
-        app = current_app._get_current_object()
-        threading.Thread(
-            target=_link,
-            args=(app, turn.user_id, turn.session_id, dify_conversation_id, title, turn.trace_id),
-            name=f"link-{turn.session_id}",
-            daemon=True,
-        ).start()
+def _remember(app: Flask, turn: Turn, dify_id: str, store: bool) -> None:
+    with app.app_context():
+        if store:
+            db.session.execute(
+                sa.update(ChatSession)
+                .where(ChatSession.session_id == turn.session_id)
+                .values(dify_conversation_id=dify_id)
+            )
+            db.session.commit()
+        title = db.session.scalar(
+            sa.select(ChatSession.title).where(ChatSession.session_id == turn.session_id)
+        )
+        db.session.remove()
+    if not turn.linked:
+        _link(app, turn.user_id, turn.session_id, dify_id, title, turn.trace_id)
 
 
 def _link(app: Flask, user_id: str, session_id: str, dify_id: str, title: str | None, trace_id: str) -> None:

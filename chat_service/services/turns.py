@@ -46,7 +46,8 @@ def start_turn(user_id: str, session_id: str, content: str) -> Turn:
             conversation_id=session.dify_conversation_id,
             trace_id=turn.trace_id,
         )
-        linked = session.conversation_record_id is not None
+        turn.dify_conversation_id = session.dify_conversation_id
+        turn.linked = session.conversation_record_id is not None
         turn.user_message_id = messages.post_message(user_id, session.session_id, content).message_id
         registry.progress(turn)
     except BaseException:
@@ -55,12 +56,12 @@ def start_turn(user_id: str, session_id: str, content: str) -> Turn:
     finally:
         db.session.remove()  # a socket holds no database connection while the reply streams
     threading.Thread(
-        target=_run, args=(app, turn, request, linked), name=f"turn-{turn.session_id}", daemon=True
+        target=_run, args=(app, turn, request), name=f"turn-{turn.session_id}", daemon=True
     ).start()
     return turn
 
 
-def _run(app: Flask, turn: Turn, request: TurnRequest, linked: bool) -> None:
+def _run(app: Flask, turn: Turn, request: TurnRequest) -> None:
     with app.app_context(), bound_trace_id(turn.trace_id):
         registry: TurnRegistry = app.extensions["turns"]
         failure: ProviderError | None = None
@@ -72,7 +73,7 @@ def _run(app: Flask, turn: Turn, request: TurnRequest, linked: bool) -> None:
                 if turn.stop_requested.is_set():
                     stream.cancel()
                 for event in stream:
-                    finished = _apply(app, turn, event, linked) or finished
+                    finished = _apply(app, turn, event) or finished
         except ProviderError as error:
             failure = error
         except Exception:
@@ -86,7 +87,7 @@ def _run(app: Flask, turn: Turn, request: TurnRequest, linked: bool) -> None:
             db.session.remove()
 
 
-def _apply(app: Flask, turn: Turn, event: object, linked: bool) -> bool:
+def _apply(app: Flask, turn: Turn, event: object) -> bool:
     """Relay one provider event; True when it ends the reply."""
     match event:
         case Delta(text=text) | Replace(text=text):
@@ -98,8 +99,10 @@ def _apply(app: Flask, turn: Turn, event: object, linked: bool) -> bool:
             app.extensions["turns"].progress(turn)
             data = {"content": text, "seq": turn.seq, "turn_id": turn.turn_id}
             events.publish(turn.session_id, "delta", data | ({"replace": True} if replace else {}))
+            # Yield: under gevent the sockets' senders run now, not at this turn's next blocking read.
+            time.sleep(0)
         case Linked(conversation_id=conversation_id):
-            links.remember(turn, conversation_id, already_linked=linked)
+            links.remember(turn, conversation_id)
         case Started(task_id=task_id):
             log.info("AI turn started", extra={"task_id": task_id, "session_id": turn.session_id})
         case Finished():
