@@ -46,6 +46,12 @@ token: install $(DEV)/jwt_secret
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# make fuzz [FUZZ_MAX_EXAMPLES=N]: the fuzz tests with N examples per operation (random, unlike `make test`).
+FUZZ_MAX_EXAMPLES ?= 500
+.PHONY: fuzz
+fuzz: install
+	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) $(BIN)/pytest -q tests/fuzz
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from shared import auth, cli, errors, logs, proxy, tracing
+from shared import auth, cli, errors, logs, openapi, proxy, tracing
 
 
 def init_app(app: Flask) -> None:
@@ -18,3 +18,4 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     auth.init_app(app)
     cli.init_app(app)
+    openapi.init_app(app)

@@ -71,6 +71,7 @@ def response(schema: Schema | type[Schema] | None = None, *, status: int = 200) 
             return envelope_response(data, status=status)
 
         _annotate(wrapper, "response", schema)
+        _annotate(wrapper, "status", status)
         return wrapper
 
     return decorator
