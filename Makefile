@@ -52,6 +52,16 @@ FUZZ_MAX_EXAMPLES ?= 500
 fuzz: install
 	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) $(BIN)/pytest -q tests/fuzz
 
+# make bench: every benchmark in bench/ with its default arguments, one after the other; figures and
+# the machine they were measured on in docs/benchmarks.md. rest_overhead uses wrk when installed.
+.PHONY: bench
+bench: install
+	$(BIN)/python bench/ws_capacity.py
+	$(BIN)/python bench/relay_latency.py
+	$(BIN)/python bench/broadcast.py
+	$(BIN)/python bench/rest_overhead.py
+	$(BIN)/python bench/mixed_load.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

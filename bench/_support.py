@@ -1,0 +1,109 @@
+"""What the benches share: a server under gunicorn, a throwaway database, percentiles, the command line."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.processes import GUNICORN, free_port  # noqa: E402
+
+SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
+# What chat_service/gunicorn.conf.py sets without Redis: one gevent worker, 2,000 connections.
+GEVENT_WORKER = ["--worker-class", "gevent", "--workers", "1", "--worker-connections", "2000"]
+
+
+def command_line() -> str:
+    return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The `q`-th percentile (0-100) of an already sorted list, nearest rank; NaN when empty."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[min(len(ordered), int(rank)) - 1]
+
+
+def migrate(database_url: str) -> None:
+    """chat_service's migrations, up to head, on `database_url`."""
+    from flask_migrate import upgrade
+
+    from chat_service import create_app
+
+    with create_app(
+        {"DATABASE_URL": database_url, "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"}
+    ).app_context():
+        upgrade()
+
+
+@contextmanager
+def temporary_database(database_url: str | None, tag: str) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file without a URL; with a PostgreSQL URL, a database of our own
+    on that server (`bench_<tag>_<pid>`), dropped afterwards."""
+    if not database_url:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{tag}-") as tmp:
+            yield f"sqlite:///{tmp}/{tag}.sqlite3"
+        return
+    import sqlalchemy as sa
+
+    url = sa.make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit("--database-url: only PostgreSQL (postgresql+psycopg://...) is supported")
+    name = f"bench_{tag}_{os.getpid()}"
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
+def gunicorn(
+    app: str, environ: dict[str, str], options: list[str], log_path: Path, pythonpath: str | None = None
+) -> Iterator[str]:
+    """Run `app` under gunicorn with `options` on a free loopback port; yield its URL. The server's
+    stderr goes to `log_path` (a pipe nobody reads would block the worker once full)."""
+    port = free_port()
+    command = [str(GUNICORN), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", *options]
+    if pythonpath:
+        command += ["--pythonpath", pythonpath]
+    env = {**os.environ, **environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([*command, app], env=env, cwd=ROOT, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/", timeout=2)
+                break
+            except requests.RequestException:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(Path(log_path).read_text()[-2000:]) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

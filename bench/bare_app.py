@@ -1,0 +1,219 @@
+"""The baseline of bench/rest_overhead.py: a bare Flask app doing what three chat_service routes do, with
+SQLAlchemy Core and hand-written checks instead of the ORM, marshmallow and our hooks.
+
+Same tables (chat_service's migrations), same SQL (the ownership SELECT, then the page SELECT, or the
+counter UPDATE and the INSERT in one transaction), same JWT check (pyjwt, HS256, `exp`/`sub` required,
+30 s leeway), same JSON (envelope fields and data, `ensure_ascii=False`), same X-Trace-Id header.
+
+    gunicorn --pythonpath bench 'bare_app:create_app()'   (DATABASE_URL, JWT_SECRET from the environment)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+
+import jwt
+import sqlalchemy as sa
+from flask import Flask, request
+
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+ROLES = ("user", "assistant", "system")
+BODY_FIELDS = {"session_id", "content", "role"}
+
+metadata = sa.MetaData()
+sessions = sa.Table(
+    "chat_sessions",
+    metadata,
+    sa.Column("session_id", sa.String(36), primary_key=True),
+    sa.Column("user_id", sa.String(64)),
+    sa.Column("title", sa.String(255)),
+    sa.Column("message_count", sa.Integer),
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime),
+    sa.Column("is_deleted", sa.Boolean),
+)
+messages = sa.Table(
+    "chat_messages",
+    metadata,
+    sa.Column("message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("session_id", sa.String(36)),
+    sa.Column("role", sa.String(16)),
+    sa.Column("content", sa.Text),
+    sa.Column("created_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime),
+    sa.Column("is_deleted", sa.Boolean),
+)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: int, message: str, data=None) -> None:
+        self.status, self.code, self.message, self.data = status, code, message, data
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    url = os.environ["DATABASE_URL"]
+    secret = os.environ["JWT_SECRET"]
+    sqlite = url.startswith("sqlite")
+    engine = sa.create_engine(url, connect_args={"timeout": 15} if sqlite else {})
+    if sqlite:
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    def envelope(data, status=200, code=200, message="success"):
+        trace_id = uuid.uuid4().hex
+        body = {
+            "code": code,
+            "message": message,
+            "data": data,
+            "timestamp": time.time_ns() // 1_000_000,
+            "traceId": trace_id,
+        }
+        response = app.json.response(body)
+        response.status_code = status
+        response.headers["X-Trace-Id"] = trace_id
+        return response
+
+    @app.errorhandler(Refused)
+    def _refused(error: Refused):
+        return envelope(error.data, error.status, error.code, error.message)
+
+    def user_id() -> str:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise Refused(401, 401, "未认证")
+        try:
+            claims = jwt.decode(
+                token.strip(), secret, algorithms=["HS256"], leeway=30, options={"require": ["exp", "sub"]}
+            )
+        except jwt.PyJWTError:
+            raise Refused(401, 401, "未认证") from None
+        return str(claims["sub"])
+
+    def owned_session(conn, user: str, raw_id: str):
+        try:
+            session_id = str(uuid.UUID(raw_id))
+        except ValueError:
+            raise Refused(400, 400, "请求参数错误") from None
+        row = conn.execute(
+            sa.select(sessions).where(sessions.c.session_id == session_id, sessions.c.is_deleted.is_(False))
+        ).first()
+        if row is None:
+            raise Refused(404, 7001, "会话不存在")
+        if row.user_id != user:
+            raise Refused(403, 403, "禁止访问（无权操作）")
+        return row
+
+    def brief(row) -> dict:
+        return {
+            "message_id": row.message_id,
+            "content": row.content,
+            "role": row.role,
+            "created_at": row.created_at.strftime(UTC_FORMAT),
+        }
+
+    def integer(name: str, default: int, high: int) -> int:
+        raw = request.args.get(name, default)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise Refused(400, 1001, "数据验证失败", {"errors": {name: ["Not a valid integer."]}}) from None
+        if not 1 <= value <= high:
+            raise Refused(400, 1001, "数据验证失败", {"errors": {name: ["out of range"]}})
+        return value
+
+    @app.get("/api/chat/sessions/<session_id>")
+    def get_session(session_id):
+        user = user_id()
+        with engine.connect() as conn:
+            row = owned_session(conn, user, session_id)
+        return envelope(
+            {
+                "session_id": row.session_id,
+                "title": row.title,
+                "message_count": row.message_count,
+                "created_at": row.created_at.strftime(UTC_FORMAT),
+                "updated_at": row.updated_at.strftime(UTC_FORMAT),
+                "is_deleted": row.is_deleted,
+            }
+        )
+
+    @app.get("/api/chat/sessions/<session_id>/messages")
+    def list_messages(session_id):
+        user = user_id()
+        page = integer("page", 1, 1_000_000)
+        page_size = integer("page_size", 50, 100)
+        order = request.args.get("order", "asc")
+        if order not in ("asc", "desc"):
+            raise Refused(400, 1001, "数据验证失败", {"errors": {"order": ["Must be one of: asc, desc."]}})
+        key = messages.c.message_id.asc() if order == "asc" else messages.c.message_id.desc()
+        with engine.connect() as conn:
+            session = owned_session(conn, user, session_id)
+            rows = conn.execute(
+                sa.select(messages)
+                .where(messages.c.session_id == session.session_id, messages.c.is_deleted.is_(False))
+                .order_by(key)
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+        items = [brief(row) for row in rows]
+        return envelope(
+            {"items": items, "total": session.message_count, "page": page, "page_size": page_size}
+        )
+
+    @app.post("/api/chat/message")
+    def post_message():
+        user = user_id()
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            raise Refused(400, 400, "请求参数错误")
+        errors = {name: ["Unknown field."] for name in body.keys() - BODY_FIELDS}
+        content, role, raw_id = body.get("content"), body.get("role", "user"), body.get("session_id")
+        if not isinstance(raw_id, str) or not 1 <= len(raw_id) <= 64:
+            errors["session_id"] = ["Not a valid session id."]
+        if not isinstance(content, str) or not content.strip() or len(content) > 32_000 or "\x00" in content:
+            errors["content"] = ["Not a valid content."]
+        if role not in ROLES:
+            errors["role"] = ["Must be one of: user, assistant, system."]
+        if errors:
+            raise Refused(400, 1001, "数据验证失败", {"errors": errors})
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with engine.begin() as conn:
+            session = owned_session(conn, user, raw_id)
+            bumped = conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.session_id == session.session_id, sessions.c.is_deleted.is_(False))
+                .values(message_count=sessions.c.message_count + 1, updated_at=now)
+            )
+            if bumped.rowcount != 1:
+                raise Refused(404, 7001, "会话不存在")
+            message_id = conn.execute(
+                sa.insert(messages).values(
+                    session_id=session.session_id,
+                    role=role,
+                    content=content,
+                    created_at=now,
+                    updated_at=now,
+                    is_deleted=False,
+                )
+            ).inserted_primary_key[0]
+        return envelope(
+            {
+                "message_id": message_id,
+                "content": content,
+                "role": role,
+                "created_at": now.strftime(UTC_FORMAT),
+            }
+        )
+
+    return app
