@@ -1,4 +1,4 @@
-"""The seed's ten database functions, under its names and signatures.
+"""The seed's ten database functions, under its names and signatures (and two for paging at scale).
 
 `db` is a SQLAlchemy session. Each function that writes is one transaction and commits it; none checks
 who is asking (that is the service layer's job). Soft-deleted rows are invisible here: a deleted session
@@ -38,6 +38,12 @@ def _commit_keeping(db: Session, row: object) -> None:
     db.commit()
     for key, value in values.items():
         set_committed_value(row, key, value)
+
+
+def _live_messages(session_id: str) -> sa.ColumnElement[bool]:
+    # `= false`, not `IS false`: MariaDB uses only an equality as a key part, so that the index
+    # (session_id, is_deleted, message_id) gives both the rows and their order (no filesort).
+    return sa.and_(ChatMessage.session_id == session_id, ChatMessage.is_deleted == sa.false())
 
 
 def create_session(db: Session, session_id: str, user_id: str, title: str = DEFAULT_TITLE) -> ChatSession:
@@ -152,12 +158,59 @@ def list_messages(
     key = ChatMessage.message_id.asc() if order == "asc" else ChatMessage.message_id.desc()
     query = (
         sa.select(ChatMessage)
-        .where(ChatMessage.session_id == session_id, ChatMessage.is_deleted.is_(False))
+        .where(_live_messages(session_id))
         .order_by(key)
         .offset((page - 1) * page_size)
         .limit(page_size)
     )
     return list(db.scalars(query))
+
+
+def list_messages_from_end(
+    db: Session, session_id: str, page: int, page_size: int, order: Order, total: int
+) -> list[ChatMessage]:
+    """The same page as `list_messages(db, session_id, page, page_size, order)`, read from the other end.
+
+    `total` is the session's live message count (its maintained `message_count`). The page's rows are
+    found by walking the index from the far end, so a page near the end skips few rows instead of nearly
+    `total`: `ORDER BY message_id DESC LIMIT n OFFSET total - offset - n`, reversed (for `order="asc"`).
+    """
+    offset = (page - 1) * page_size
+    if offset >= total:
+        return []
+    reverse = ChatMessage.message_id.desc() if order == "asc" else ChatMessage.message_id.asc()
+    query = (
+        sa.select(ChatMessage)
+        .where(_live_messages(session_id))
+        .order_by(reverse)
+        .offset(max(0, total - offset - page_size))
+        .limit(min(page_size, total - offset))
+    )
+    return list(db.scalars(query))[::-1]
+
+
+def list_messages_by_cursor(
+    db: Session,
+    session_id: str,
+    before_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+) -> list[ChatMessage]:
+    """Up to `limit` live messages just older than `before_id`, or just newer than `after_id`, oldest first.
+
+    Keyset paging on the index `(session_id, is_deleted, message_id)`: `WHERE session_id = ? AND
+    is_deleted = false AND message_id < ? ORDER BY message_id DESC LIMIT ?` (reversed here), or
+    `message_id > ? ORDER BY message_id ASC LIMIT ?`; as fast on the millionth message as on the first.
+    With neither cursor: the newest `limit`. The cursor need not be a live message (or exist at all).
+    """
+    query = sa.select(ChatMessage).where(_live_messages(session_id))
+    if after_id is not None:
+        query = query.where(ChatMessage.message_id > after_id).order_by(ChatMessage.message_id.asc())
+        return list(db.scalars(query.limit(limit)))
+    if before_id is not None:
+        query = query.where(ChatMessage.message_id < before_id)
+    query = query.order_by(ChatMessage.message_id.desc()).limit(limit)
+    return list(db.scalars(query))[::-1]
 
 
 def soft_delete_message(db: Session, message_id: int) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from chat_service.models import CONTENT_MAX, ROLES, TITLE_MAX
 from shared.paging import page_schema
 
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+MAX_MESSAGE_ID = 2**63 - 1
+CURSOR_ARGS = ("before_id", "after_id")
 
 
 def _text(value: str) -> None:
@@ -66,8 +68,35 @@ class EditMessageBody(Body):
     new_content = Content(required=True)
 
 
+class MessageCursor(fields.Field):
+    """A message id as a cursor: a positive integer in ASCII digits (no sign, spaces, `_` or `1.0`)."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and value.isdigit()
+            and 0 < int(value) <= MAX_MESSAGE_ID
+        ):
+            return int(value)
+        raise ValidationError("must be a message id: a positive integer")
+
+
 class MessageListArgs(page_schema(50)):
+    """Page-number paging (`page`, `order`), or cursor paging (`before_id` or `after_id`) with `page_size`."""
+
     order = fields.String(load_default="asc", validate=validate.OneOf(("asc", "desc")))
+    before_id = MessageCursor(load_default=None)
+    after_id = MessageCursor(load_default=None)
+
+    @validates_schema(pass_original=True)
+    def _one_way_of_paging(self, data, original, **kwargs):
+        given = [name for name in CURSOR_ARGS if name in original]
+        if len(given) > 1:
+            raise ValidationError("give before_id or after_id, not both", "after_id")
+        for name in ("page", "order"):
+            if given and name in original:
+                raise ValidationError(f"{name} cannot be combined with {given[0]}", name)
 
 
 SessionListArgs = page_schema(20)
@@ -122,10 +151,13 @@ class MessageBriefSchema(MessageSchema):
 
 
 class MessagePageSchema(Schema):
+    """A page of messages: `page` with page numbers, `has_more` with a cursor (`before_id`/`after_id`)."""
+
     items = fields.List(fields.Nested(MessageBriefSchema))
     total = fields.Integer()
     page = fields.Integer()
     page_size = fields.Integer()
+    has_more = fields.Boolean()
 
 
 class SessionPageSchema(Schema):
@@ -154,3 +186,4 @@ class ViewMessagePageSchema(Schema):
     total = fields.Integer()
     page = fields.Integer()
     page_size = fields.Integer()
+    has_more = fields.Boolean()

@@ -82,7 +82,5 @@ def delete_session(session_id):
 @arguments(MessageListArgs)
 @response(ViewMessagePageSchema)
 def get_session_messages(args, session_id):
-    """The session's message history, a page at a time (oldest first)."""
-    page = Page(args["page"], args["page_size"])
-    items, total = messages.list_messages(current_user_id(), session_id, page, args["order"])
-    return {"items": items, "total": total, "page": page.page, "page_size": page.page_size}
+    """The session's message history, a page at a time (oldest first), or by `before_id`/`after_id`."""
+    return messages.message_page(current_user_id(), session_id, args)

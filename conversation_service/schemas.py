@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from conversation_service.models import DIFY_ID_MAX, TITLE_MAX
 from shared.paging import MAX_PAGE, MAX_PAGE_SIZE
@@ -17,6 +20,9 @@ MAX_BATCH = 1000
 SORT_COLUMNS = ("createdTime", "updatedTime", "title")
 SORT_ORDERS = ("ASC", "DESC")
 OPTIONAL_ARGS = ("sortBy", "sortOrder", "keyword")
+CURSOR_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+CURSOR_MAX = 200
+START = ()  # the cursor of the first page: `cursor=` given empty
 
 
 def parse_id(raw: object) -> int | None:
@@ -94,6 +100,41 @@ class UpdateBody(Body):
     is_pinned = PinFlag()
 
 
+def encode_cursor(record) -> str:
+    """The opaque cursor that follows `record` in the default order: base64url of its sort key
+    `[isPinned, createdTime with microseconds (UTC), id]`."""
+    key = [int(record.is_pinned), record.created_time.strftime(CURSOR_TIME_FORMAT), str(record.id)]
+    raw = json.dumps(key, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[bool, datetime, int] | tuple[()]:
+    """The sort key `(is_pinned, created_time, id)` in a cursor (`START` for an empty one); else raises."""
+    if cursor == "":
+        return START
+    if len(cursor) > CURSOR_MAX or not cursor.isascii():
+        raise ValueError("cursor too long or not ASCII")
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    pinned, created, record_id = json.loads(raw)
+    if type(pinned) is not int or pinned not in (0, 1) or not isinstance(created, str):
+        raise ValueError("bad cursor key")
+    parsed_id = parse_id(record_id)
+    if parsed_id is None:
+        raise ValueError("bad cursor id")
+    return bool(pinned), datetime.strptime(created, CURSOR_TIME_FORMAT), parsed_id
+
+
+class Cursor(fields.String):
+    """An opaque cursor from a previous page's `nextCursor` (empty: the first page)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return decode_cursor(text)
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise ValidationError("invalid cursor: pass a nextCursor as it was returned") from None
+
+
 class PageArgs(Schema):
     page_no = fields.Integer(data_key="pageNo", load_default=1, validate=validate.Range(1, MAX_PAGE))
     page_size = fields.Integer(
@@ -106,6 +147,18 @@ class PageArgs(Schema):
         data_key="sortOrder", load_default="DESC", validate=validate.OneOf(SORT_ORDERS)
     )
     keyword = fields.String(load_default=None, validate=validate.Length(max=TITLE_MAX))
+    # Cursor paging (keyset over the default order); None: page-number paging.
+    cursor = Cursor(load_default=None)
+
+    @validates_schema(pass_original=True)
+    def _cursor_paging(self, data, original, **kwargs):
+        """A cursor goes with `pageSize` and `keyword` only, in the default sort (createdTime DESC)."""
+        if data.get("cursor") is None:
+            return
+        if "pageNo" in original:
+            raise ValidationError("pageNo cannot be combined with cursor", "pageNo")
+        if data["sort_by"] != "createdTime" or data["sort_order"] != "DESC":
+            raise ValidationError("cursor paging supports only sortBy=createdTime, sortOrder=DESC", "sortBy")
 
     @pre_load
     def _normalise(self, data, **kwargs):
@@ -153,8 +206,13 @@ class ConversationSchema(Schema):
 
 
 class ConversationPageSchema(Schema):
+    """Page-number paging: `records, total, current, size, pages`; cursor paging: `records, size,
+    hasMore, nextCursor` (null on the last page)."""
+
     records = fields.List(fields.Nested(ConversationSchema))
     total = fields.Integer()
     current = fields.Integer()
     size = fields.Integer()
     pages = fields.Integer()
+    has_more = fields.Boolean(data_key="hasMore")
+    next_cursor = fields.String(data_key="nextCursor", allow_none=True)

@@ -11,7 +11,6 @@ from chat_service.schemas import (
 from chat_service.services import messages
 from shared.auth import current_user_id
 from shared.decorators import arguments, body, response
-from shared.paging import Page
 
 
 @bp.post("/message")
@@ -31,10 +30,9 @@ def get_message(session_id, message_id):
 @arguments(MessageListArgs)
 @response(MessagePageSchema)
 def list_messages(args, session_id):
-    """A page of the session's messages, oldest first (`order=desc`: from the newest)."""
-    page = Page(args["page"], args["page_size"])
-    items, total = messages.list_messages(current_user_id(), session_id, page, args["order"])
-    return {"items": items, "total": total, "page": page.page, "page_size": page.page_size}
+    """A page of the session's messages, oldest first (`order=desc`: from the newest); or, with
+    `before_id`/`after_id`, the `page_size` messages just older/newer than that id."""
+    return messages.message_page(current_user_id(), session_id, args)
 
 
 @bp.delete("/messages/<message_id>")

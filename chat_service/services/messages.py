@@ -51,8 +51,29 @@ def list_messages(
 ) -> tuple[list[ChatMessage], int]:
     """A page of the session's messages and their total (the session's maintained count)."""
     session = owned_session(user_id, session_id)
-    items = crud.list_messages(db.session, session.session_id, page.page, page.page_size, order)
-    return items, session.message_count
+    total = session.message_count
+    if page.offset > total // 2:  # nearer the end: walk the index from there (same rows, fewer skipped)
+        items = crud.list_messages_from_end(
+            db.session, session.session_id, page.page, page.page_size, order, total
+        )
+    else:
+        items = crud.list_messages(db.session, session.session_id, page.page, page.page_size, order)
+    return items, total
+
+
+def list_messages_by_cursor(
+    user_id: str, session_id: str, page_size: int, before_id: int | None = None, after_id: int | None = None
+) -> tuple[list[ChatMessage], int, bool]:
+    """The `page_size` messages just older than `before_id` (or just newer than `after_id`), oldest first,
+    the session's total, and whether there are more beyond them in that direction."""
+    session = owned_session(user_id, session_id)
+    rows = crud.list_messages_by_cursor(
+        db.session, session.session_id, before_id=before_id, after_id=after_id, limit=page_size + 1
+    )
+    has_more = len(rows) > page_size
+    if has_more:  # the extra row is the farthest from the cursor
+        rows = rows[:page_size] if after_id is not None else rows[1:]
+    return rows, session.message_count, has_more
 
 
 def edit_message(user_id: str, message_id: str, new_content: str) -> ChatMessage:
@@ -71,3 +92,16 @@ def delete_message(user_id: str, message_id: str) -> None:
     if not crud.soft_delete_message(db.session, message.message_id):
         raise MessageNotFound()  # deleted meanwhile
     events.message_deleted(message.session_id, message.message_id)
+
+
+def message_page(user_id: str, session_id: str, args: dict) -> dict:
+    """A list-messages response from its loaded query: by cursor when `before_id`/`after_id` is given,
+    else by page number."""
+    if args["before_id"] is not None or args["after_id"] is not None:
+        items, total, has_more = list_messages_by_cursor(
+            user_id, session_id, args["page_size"], args["before_id"], args["after_id"]
+        )
+        return {"items": items, "total": total, "page_size": args["page_size"], "has_more": has_more}
+    page = Page(args["page"], args["page_size"])
+    items, total = list_messages(user_id, session_id, page, args["order"])
+    return {"items": items, "total": total, "page": page.page, "page_size": page.page_size}

@@ -9,6 +9,7 @@ from conversation_service.schemas import (
     PageArgs,
     PinArgs,
     UpdateBody,
+    encode_cursor,
 )
 from conversation_service.services import conversations
 from conversation_service.services.conversations import parse_path_id
@@ -45,7 +46,21 @@ def get_conversation(conversation_id):
 @arguments(PageArgs)
 @response(ConversationPageSchema)
 def page_conversations(args):
-    """A page of the caller's records: pinned first, then `sortBy` in `sortOrder`; `keyword` in titles."""
+    """A page of the caller's records: pinned first, then `sortBy` in `sortOrder`; `keyword` in titles.
+
+    With `cursor` (empty for the first page, then each page's `nextCursor`): keyset paging in the
+    default order, `{records, size, hasMore, nextCursor}`.
+    """
+    if args["cursor"] is not None:
+        records, has_more = conversations.scroll(
+            current_user_id(), args["page_size"], args["cursor"], args["keyword"]
+        )
+        return {
+            "records": records,
+            "size": args["page_size"],
+            "has_more": has_more,
+            "next_cursor": encode_cursor(records[-1]) if has_more else None,
+        }
     page = Page(args["page_no"], args["page_size"])
     records, total = conversations.page(
         current_user_id(), page, args["sort_by"], args["sort_order"], args["keyword"]

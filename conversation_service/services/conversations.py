@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +30,9 @@ def _new_id() -> int:
 
 
 def _live(user_id: str) -> sa.ColumnElement[bool]:
-    return sa.and_(AiConversation.user_id == user_id, AiConversation.is_deleted.is_(False))
+    # `= false`, not `IS false`: MariaDB uses only an equality as a key part, so that the list
+    # indexes (user_id, is_deleted, is_pinned, time, id) give both the rows and their order.
+    return sa.and_(AiConversation.user_id == user_id, AiConversation.is_deleted == sa.false())
 
 
 def parse_path_id(raw: str) -> int:
@@ -134,18 +137,65 @@ def page(
     where = [_live(user_id)]
     if keyword:
         where.append(AiConversation.title.icontains(keyword, autoescape=True))
-    direction = sa.asc if sort_order == "ASC" else sa.desc
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(AiConversation).where(*where)) or 0
+    # The far half of the pages is read from the other end of the same (total) order: the same rows,
+    # with an OFFSET of at most total/2 instead of up to total.
+    from_end = page.offset > total // 2
+    descending = (sort_order == "ASC") == from_end
+    direction = sa.desc if descending else sa.asc
+    pinned = AiConversation.is_pinned.asc() if from_end else AiConversation.is_pinned.desc()
+    query = sa.select(AiConversation).where(*where)
+    query = query.order_by(pinned, direction(SORT_COLUMNS[sort_by]), direction(AiConversation.id))
+    if not from_end:
+        return list(db.session.scalars(query.offset(page.offset).limit(page.page_size))), total
+    if page.offset >= total:
+        return [], total
+    query = query.offset(max(0, total - page.offset - page.page_size))
+    return list(db.session.scalars(query.limit(min(page.page_size, total - page.offset))))[::-1], total
+
+
+def _after(key: tuple[bool, datetime, int]) -> sa.ColumnElement[bool]:
+    """Rows after `key` in the order (is_pinned DESC, created_time DESC, id DESC).
+
+    A row-value comparison where the database walks the index with it (PostgreSQL, SQLite); the
+    expanded OR form on MySQL/MariaDB, whose optimizer turns only that into index ranges.
+    """
+    pinned, created, record_id = key
+    columns = (AiConversation.is_pinned, AiConversation.created_time, AiConversation.id)
+    if db.session.get_bind().dialect.name not in ("mysql", "mariadb"):
+        return sa.tuple_(*columns) < (pinned, created, record_id)
+    older = sa.or_(
+        AiConversation.created_time < created,
+        sa.and_(AiConversation.created_time == created, AiConversation.id < record_id),
+    )
+    if not pinned:
+        return sa.and_(AiConversation.is_pinned == sa.false(), older)
+    return sa.or_(
+        AiConversation.is_pinned == sa.false(), sa.and_(AiConversation.is_pinned == sa.true(), older)
+    )
+
+
+def scroll(
+    user_id: str, page_size: int, after: tuple = (), keyword: str | None = None
+) -> tuple[list[Record], bool]:
+    """The `page_size` live records that follow the sort key `after` (empty: from the top) in the default
+    order (pinned first, newest first, id last), and whether more follow. Keyset paging on the index
+    `(user_id, is_deleted, is_pinned, created_time, id)`: the deepest page costs what the first does."""
+    where = [_live(user_id)]
+    if after:
+        where.append(_after(after))
+    if keyword:
+        where.append(AiConversation.title.icontains(keyword, autoescape=True))
     query = (
         sa.select(AiConversation)
         .where(*where)
         .order_by(
-            AiConversation.is_pinned.desc(), direction(SORT_COLUMNS[sort_by]), direction(AiConversation.id)
+            AiConversation.is_pinned.desc(), AiConversation.created_time.desc(), AiConversation.id.desc()
         )
-        .offset(page.offset)
-        .limit(page.page_size)
+        .limit(page_size + 1)
     )
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(AiConversation).where(*where)) or 0
-    return list(db.session.scalars(query)), total
+    records = list(db.session.scalars(query))
+    return records[:page_size], len(records) > page_size
 
 
 def list_all(user_id: str) -> list[Record]:
