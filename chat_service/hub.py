@@ -132,12 +132,22 @@ class RedisBridge:
 
     def __init__(self, url: str, deliver: Callable[[str, str], None]) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self.redis = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+        # One retry (a pooled connection the server closed), not redis-py's ten with backoff: while Redis
+        # is down each call fails in one connect attempt, and the bridge stops calling it (below).
+        self.redis = redis.Redis.from_url(
+            url, socket_connect_timeout=3, socket_timeout=5, retry=Retry(NoBackoff(), 1)
+        )
         self._deliver = deliver
         self._stopped = threading.Event()
         self._degraded = False
         self._listening = threading.Event()
+        # Set while the listener is subscribed: only then does a frame published to Redis come back to
+        # this process's sockets. Cleared when the listener or a publish loses Redis; set again only by
+        # the listener, once subscribed again.
+        self._subscribed = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="hub-redis-listener", daemon=True)
         self._thread.start()
         self._listening.wait(timeout=3)
@@ -146,32 +156,47 @@ class RedisBridge:
         """True once Redis took the frame; False (deliver locally) while it is unreachable."""
         import redis
 
+        if not self._subscribed.is_set():
+            # Redis is down, or back but not yet listened to: a frame sent there would not reach this
+            # process's sockets. Deliver here, without waiting on Redis for every frame.
+            self._degrade("the listener is not subscribed")
+            return False
         try:
             self.redis.publish(CHANNEL_PREFIX + session_id, text)
         except redis.RedisError as error:
-            if not self._degraded:
-                log.warning("redis unreachable, fan-out is local to this process: %s", error)
-            self._degraded = True
+            self._subscribed.clear()  # the listener resubscribes, and says when fan-out spans instances
+            self._degrade(error)
             return False
-        if self._degraded:
-            log.info("redis reachable again, fan-out spans instances")
-            self._degraded = False
         return True
+
+    def _degrade(self, reason: object) -> None:
+        if not self._degraded:
+            log.warning("redis unreachable, fan-out is local to this process: %s", reason)
+        self._degraded = True
 
     def _listen(self) -> None:
         import redis
 
         while not self._stopped.is_set():
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.redis.pubsub()
             try:
                 pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                # Subscribed once Redis confirms it: from then on, what this process publishes comes back.
+                confirmation = pubsub.get_message(timeout=3.0)
+                if not confirmation or confirmation["type"] != "psubscribe":
+                    raise redis.ConnectionError("no answer to PSUBSCRIBE")
+                self._subscribed.set()
+                if self._degraded:
+                    log.info("redis reachable again, fan-out spans instances")
+                    self._degraded = False
                 self._listening.set()
-                while not self._stopped.is_set():
+                while not self._stopped.is_set() and self._subscribed.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message["type"] == "pmessage":
                         channel = message["channel"].decode()
                         self._deliver(channel[len(CHANNEL_PREFIX) :], message["data"].decode())
             except redis.RedisError as error:
+                self._subscribed.clear()
                 log.warning("redis listener lost its connection, retrying: %s", error)
                 self._listening.set()
                 time.sleep(self.RECONNECT_DELAY_SECONDS)

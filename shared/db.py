@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 5
@@ -29,6 +35,20 @@ def engine_options(database_url: str) -> dict:
     return options
 
 
+@event.listens_for(Engine, "do_connect")
+def _mysql_handshake_timeout(dialect, _record, cargs, cparams):
+    """PyMySQL reads the server's handshake under `read_timeout` (30 s), not `connect_timeout`: a server
+    that accepts but never answers would hold each request for 30 s. Connect under the connect timeout,
+    then give queries their own read timeout back."""
+    if dialect.driver != "pymysql" or "connect_timeout" not in cparams:
+        return None
+    connection = dialect.loaded_dbapi.connect(
+        *cargs, **{**cparams, "read_timeout": cparams["connect_timeout"]}
+    )
+    connection._read_timeout = cparams.get("read_timeout")  # applied before every read from now on
+    return connection
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     """WAL lets readers run beside a writer; foreign keys are off in SQLite unless asked for."""
@@ -37,3 +57,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def init_app(app: Flask, db: SQLAlchemy) -> None:
+    """End each request's session without letting a lost connection turn its answer into a 500.
+
+    Flask-SQLAlchemy's own teardown rolls the session back; when the database went away after the
+    request's last statement (a commit already acknowledged, a read already answered), that rollback
+    raises from the teardown, outside every error handler, and the server answers a bare 500. This
+    teardown runs first (Flask runs them in reverse order): it drops such a connection instead.
+    """
+
+    @app.teardown_appcontext
+    def _remove_session(_error: BaseException | None) -> None:
+        try:
+            db.session.remove()
+        except sa_exc.SQLAlchemyError as error:
+            log.warning("database connection lost while ending the request: %s", error.__class__.__name__)
+            db.session().invalidate()  # discard the connection unrolled-back: the server ends its transaction
+            db.session.remove()
