@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/rest_overhead.py
 	$(BIN)/python bench/mixed_load.py
+	$(BIN)/python bench/paging.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -417,7 +417,12 @@ def main() -> None:
                 if worker.is_alive():
                     worker.kill()
             problems = verify(database_url, base, tokens, [s for o in outcomes for s in o["states"]])
-        server_errors = sum('"level": "ERROR"' in line for line in log.read_text().splitlines())
+        server_errors: collections.Counter = collections.Counter()
+        for line in log.read_text().splitlines():
+            if '"level": "ERROR"' in line:
+                record = json.loads(line)
+                last = (record.get("exception") or "").strip().splitlines()[-1:] or [""]
+                server_errors[f"{record.get('message')} {last[0][:150]}".strip()] += 1
 
     latencies: dict[str, list[float]] = collections.defaultdict(list)
     errors: collections.Counter = collections.Counter()
@@ -444,7 +449,9 @@ def main() -> None:
     print("\nerrors by kind:" + ("" if errors else " none"))
     for kind, count in errors.most_common():
         print(f"  {count:6d}  {kind}")
-    print(f"server log lines at ERROR: {server_errors}")
+    print(f"server log lines at ERROR: {sum(server_errors.values())}")
+    for kind, count in server_errors.most_common(5):
+        print(f"  {count:6d}  {kind}")
     print(
         f"\nchecked {problems.pop('_acknowledged_messages')} acknowledged messages, "
         f"{problems.pop('_sessions')} sessions; message_count of "
