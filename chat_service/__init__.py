@@ -33,7 +33,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
     hub = Hub()
     hub.init_app(app)
-    shared.health.init_app(app, db, checks={"redis": hub.redis.ping} if hub.redis is not None else None)
+    shared.health.init_app(app, db, checks={"redis": hub.check_redis} if hub.redis is not None else None)
     shared.metrics.init_app(app)
     app.extensions["turns"] = TurnRegistry(hub)
     app.extensions["ai_provider"] = make_provider(app.config)

@@ -66,7 +66,20 @@ class Hub:
 
     @property
     def redis(self):
+        """The Redis client when `REDIS_URL` is set, whatever its state."""
         return self._bridge.redis if self._bridge else None
+
+    @property
+    def live_redis(self):
+        """The Redis client while fan-out spans instances (the listener is subscribed), else None: callers
+        then keep to this process instead of waiting on a Redis that is down or not yet listened to."""
+        return self._bridge.redis if self._bridge and self._bridge.subscribed else None
+
+    def check_redis(self) -> None:
+        """Readiness: Redis answers, and this process's listener is subscribed to it."""
+        self._bridge.redis.ping()
+        if not self._bridge.subscribed:
+            raise ConnectionError("the fan-out listener is not subscribed to Redis yet")
 
     def subscribe(self, session_id: str) -> Subscription:
         subscription = Subscription(session_id)
@@ -138,7 +151,7 @@ class RedisBridge:
         # One retry (a pooled connection the server closed), not redis-py's ten with backoff: while Redis
         # is down each call fails in one connect attempt, and the bridge stops calling it (below).
         self.redis = redis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_timeout=5, retry=Retry(NoBackoff(), 1)
+            url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 1)
         )
         self._deliver = deliver
         self._stopped = threading.Event()
@@ -151,6 +164,10 @@ class RedisBridge:
         self._thread = threading.Thread(target=self._listen, name="hub-redis-listener", daemon=True)
         self._thread.start()
         self._listening.wait(timeout=3)
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
 
     def publish(self, session_id: str, text: str) -> bool:
         """True once Redis took the frame; False (deliver locally) while it is unreachable."""

@@ -87,7 +87,7 @@ class TurnRegistry:
                 turn = self._local.get(session_id)
             if turn is not None:
                 return turn.snapshot()
-        redis = self._hub.redis
+        redis = self._hub.live_redis
         if redis is None:
             return None
         try:
@@ -122,7 +122,7 @@ class TurnRegistry:
                 turn.stream.cancel()
 
     def _redis_call(self, op: str, turn: Turn, *, default: bool = True, **kwargs: Any) -> bool:
-        redis = self._hub.redis
+        redis = self._hub.live_redis
         if redis is None:
             return default
         key = KEY_PREFIX + turn.session_id

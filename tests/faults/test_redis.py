@@ -15,7 +15,7 @@ from redis.connection import parse_url
 
 from tests.chat.test_ws import create_session, rest, stored_messages
 from tests.conftest import base_environ
-from tests.faults.proxy import REFUSE, TcpProxy
+from tests.faults.proxy import BLACKHOLE, REFUSE, TcpProxy
 from tests.processes import gunicorn_process
 
 BOUND_SECONDS = 10
@@ -54,16 +54,17 @@ def wait_ready(*base_urls: str, timeout: float = BOUND_SECONDS) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.parametrize("mode", [REFUSE, BLACKHOLE])
 def test_a_cut_redis_degrades_fan_out_to_the_process_and_recovers(
-    two_processes, redis_proxy, token, open_socket
+    two_processes, redis_proxy, token, open_socket, mode
 ):
-    """Refused connections only: a blackholed Redis still costs the turn registry's direct Redis calls
-    their socket timeout each (see docs/operations.md, Faults)."""
+    """Refused (connections reset) or blackholed (accepted, never answered): while the hub's listener
+    is not subscribed, nothing on a turn's path waits on Redis."""
     first, second = two_processes
     sid = create_session(first, token)
     here, there = open_socket(first, sid, ready=True), open_socket(second, sid, ready=True)
 
-    redis_proxy.cut(REFUSE)
+    redis_proxy.cut(mode)
     response = readiness(first)
     body = response.json()
     assert response.status_code == 503 and body["code"] == 12001, body
