@@ -96,9 +96,12 @@ class SessionSocket:
             if "user_id" not in g:
                 raise Forbidden("a service token must name the user in the X-User-Id header")
             session_id = owned_session(g.user_id, session_id).session_id
+        except SQLAlchemyError:
+            log.exception("socket refused: the database failed while checking it")
+            self._refuse(DatabaseUnavailable(), 1011)
+            return
         except ApiError as error:
-            self.ws.send(json.dumps(self._error(error), ensure_ascii=False))
-            close(self.ws, CLOSE_CODES.get(error.code, 4400), error.message)
+            self._refuse(error, CLOSE_CODES.get(error.code, 4400))
             return
         finally:
             db.session.remove()
@@ -120,6 +123,11 @@ class SessionSocket:
             hub.unsubscribe(self.subscription)
             self.subscription.inbox.put(_STOP_SENDING)
             sender.join(timeout=5)
+
+    def _refuse(self, error: ApiError, code: int) -> None:
+        """Tell the client why in an `error` frame (browsers get no reliable close code), then close."""
+        self.ws.send(json.dumps(self._error(error), ensure_ascii=False))
+        close(self.ws, code, error.message)
 
     def _turn_state(self) -> dict | None:
         """Send the turn in flight (after subscribing, so no later piece is missed); return it."""

@@ -17,12 +17,23 @@ CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 5
 
 
-def engine_options(database_url: str) -> dict:
-    """Pool and driver options for `database_url`'s backend."""
+def engine_options(database_url: str, pool_size: int = 10, max_overflow: int = 20) -> dict:
+    """Pool and driver options for `database_url`'s backend.
+
+    A gevent worker serves hundreds of requests at once, so its pool is larger than SQLAlchemy's default
+    5 + 10 (which the 200-client mixed load exhausted); keep workers x (pool_size + max_overflow) below
+    the server's connection limit.
+    """
     backend = make_url(database_url).get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": 15}}
-    options: dict = {"pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": POOL_TIMEOUT_SECONDS}
+    options: dict = {
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "pool_timeout": POOL_TIMEOUT_SECONDS,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+    }
     if backend == "postgresql":
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     elif backend in ("mysql", "mariadb"):

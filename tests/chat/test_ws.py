@@ -288,8 +288,8 @@ def test_rest_changes_reach_open_sockets_and_deleting_closes_them(live, token, o
 
 
 def test_open_sockets_hold_no_database_connection(live_chat_factory, token, open_socket):
-    """More sockets than the pool has connections (5 + 10 overflow), and REST still answers at once."""
-    base, app = live_chat_factory()
+    """More sockets than the pool has connections, and REST still answers at once."""
+    base, app = live_chat_factory(DB_POOL_SIZE="2", DB_MAX_OVERFLOW="3")  # SQLite keeps its 5 + 10
     sid = create_session(base, token)
     sockets = [open_socket(base, sid, ready=True) for _ in range(20)]
     sockets[0].send({"type": "message", "content": "a reply streams to all twenty sockets"})
@@ -326,3 +326,22 @@ def test_sockets_and_turns_are_counted_in_metrics(live_chat_factory, token, open
     assert sample("ai_time_to_first_token_seconds_count", provider="echo") == first_tokens + 2
     socket.close()
     wait_for(lambda: sample("ws_open_sockets") == sockets_before)
+
+
+def test_a_database_failure_while_checking_a_socket_is_told_in_an_error_frame(tmp_path, token):
+    from chat_service import create_app
+    from tests.conftest import base_environ
+    from tests.live import serve
+
+    app = create_app(base_environ(f"sqlite:///{tmp_path}/missing/dir/chat.sqlite3"))
+    with serve(app) as base:
+        socket = Socket(
+            base.replace("http", "ws") + f"/ws/{UNKNOWN}", headers={"Authorization": f"Bearer {token()}"}
+        )
+        try:
+            frame = socket.next()
+            assert (frame["type"], frame["code"]) == ("error", 12001)
+            assert socket.closed_with() == 1011
+        finally:
+            socket.close()
+    app.extensions["hub"].close()
