@@ -375,6 +375,11 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=2, help="sockets open on the session of each turn")
     parser.add_argument("--think-ms", type=float, default=0, help="mean pause between a client's actions")
     parser.add_argument("--database-url", help="PostgreSQL server to use (own database, dropped after)")
+    parser.add_argument(
+        "--redis-url",
+        default="",
+        help="Redis for fan-out; then chat_service runs WEB_CONCURRENCY workers (2)",
+    )
     args = parser.parse_args()
     print("command:", command_line())
 
@@ -388,7 +393,7 @@ def main() -> None:
             "JWT_SECRET": SECRET,
             "LOG_LEVEL": "WARNING",
             "AI_PROVIDER": "echo",
-            "REDIS_URL": "",
+            "REDIS_URL": args.redis_url,
             "CONVERSATION_SERVICE_URL": "http://127.0.0.1:1",
         }
         log = Path(tmp) / "server.log"
@@ -396,7 +401,8 @@ def main() -> None:
         with gunicorn("chat_service:create_app()", environ, options, log) as base:
             backend = sa.make_url(database_url).get_backend_name()
             print(
-                f"chat_service: gunicorn -c chat_service/gunicorn.conf.py (gevent, 1 worker), {backend}, "
+                f"chat_service: gunicorn -c chat_service/gunicorn.conf.py "
+                f"(gevent, {2 if args.redis_url else 1} worker(s)), {backend}, "
                 f"echo AI; {args.clients} clients in {args.processes} processes, {args.users} users, "
                 f"{args.duration} s"
             )

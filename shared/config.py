@@ -21,8 +21,8 @@ class SharedConfig:
         self.SQLALCHEMY_DATABASE_URI = env("DATABASE_URL") or f"sqlite:///{self.SERVICE_NAME}.sqlite3"
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(
             self.SQLALCHEMY_DATABASE_URI,
-            pool_size=int(env("DB_POOL_SIZE", "10")),
-            max_overflow=int(env("DB_MAX_OVERFLOW", "20")),
+            pool_size=int(env("DB_POOL_SIZE", "5")),
+            max_overflow=int(env("DB_MAX_OVERFLOW", "10")),
         )
         self.JWT_SECRET = env("JWT_SECRET", "")
         self.JWT_PUBLIC_KEY = env("JWT_PUBLIC_KEY", "")

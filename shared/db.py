@@ -17,12 +17,13 @@ CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 5
 
 
-def engine_options(database_url: str, pool_size: int = 10, max_overflow: int = 20) -> dict:
+def engine_options(database_url: str, pool_size: int = 5, max_overflow: int = 10) -> dict:
     """Pool and driver options for `database_url`'s backend.
 
-    A gevent worker serves hundreds of requests at once, so its pool is larger than SQLAlchemy's default
-    5 + 10 (which the 200-client mixed load exhausted); keep workers x (pool_size + max_overflow) below
-    the server's connection limit.
+    A larger pool does not buy a CPU-bound gevent worker throughput: in bench/mixed_load.py it put more
+    requests in flight at once, each held its connection longer, and more of them timed out waiting
+    (78 503s with 10 + 20 against 5 with 5 + 10). Add workers instead, and keep
+    workers x (pool_size + max_overflow) below the server's connection limit.
     """
     backend = make_url(database_url).get_backend_name()
     if backend == "sqlite":
