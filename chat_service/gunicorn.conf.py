@@ -9,10 +9,17 @@ every REST request timed out). Without Redis, fan-out is in-process, so there is
 import os
 import signal
 
-from shared.metrics import child_exit, on_starting  # noqa: F401 - gunicorn hooks: multiprocess metrics
+worker_class = os.environ.get("WORKER_CLASS", "gevent")
+if worker_class == "gevent":
+    # Patch before anything below imports ssl or sockets (the hooks import shared, hence PyJWT's JWKS
+    # client): a module imported unpatched in the master stays unpatched in every forked worker.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+from shared.metrics import child_exit, on_starting  # noqa: E402, F401 - gunicorn hooks: multiprocess metrics
 
 bind = os.environ.get("BIND", "0.0.0.0:5001")
-worker_class = os.environ.get("WORKER_CLASS", "gevent")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2" if os.environ.get("REDIS_URL") else "1"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 threads = int(os.environ.get("THREADS", "8"))  # gthread only
