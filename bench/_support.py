@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.processes import GUNICORN, free_port  # noqa: E402
+from tests.processes import gunicorn_process  # noqa: E402
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 # What chat_service/gunicorn.conf.py sets without Redis: one gevent worker, 2,000 connections.
@@ -77,33 +73,15 @@ def temporary_database(database_url: str | None, tag: str) -> Iterator[str]:
 
 @contextmanager
 def gunicorn(
-    app: str, environ: dict[str, str], options: list[str], log_path: Path, pythonpath: str | None = None
+    app: str,
+    environ: dict[str, str],
+    options: list[str],
+    log_path: Path,
+    pythonpath: str | None = None,
+    workers: int = 1,
 ) -> Iterator[str]:
-    """Run `app` under gunicorn with `options` on a free loopback port; yield its URL. The server's
-    stderr goes to `log_path` (a pipe nobody reads would block the worker once full)."""
-    port = free_port()
-    command = [str(GUNICORN), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", *options]
-    if pythonpath:
-        command += ["--pythonpath", pythonpath]
-    env = {**os.environ, **environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen([*command, app], env=env, cwd=ROOT, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/", timeout=2)
-                break
-            except requests.RequestException:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(Path(log_path).read_text()[-2000:]) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Run `app` under gunicorn with `options` on a free port, output to `log_path`; yield its URL."""
+    with gunicorn_process(
+        app, environ, options, workers=workers, log_path=log_path, pythonpath=pythonpath
+    ) as server:
+        yield server.url

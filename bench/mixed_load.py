@@ -398,11 +398,12 @@ def main() -> None:
         }
         log = Path(tmp) / "server.log"
         options = ["-c", str(ROOT / "chat_service/gunicorn.conf.py")]
-        with gunicorn("chat_service:create_app()", environ, options, log) as base:
+        workers = 2 if args.redis_url else 1
+        with gunicorn("chat_service:create_app()", environ, options, log, workers=workers) as base:
             backend = sa.make_url(database_url).get_backend_name()
             print(
                 f"chat_service: gunicorn -c chat_service/gunicorn.conf.py "
-                f"(gevent, {2 if args.redis_url else 1} worker(s)), {backend}, "
+                f"(gevent, {workers} worker(s)), {backend}, "
                 f"echo AI; {args.clients} clients in {args.processes} processes, {args.users} users, "
                 f"{args.duration} s"
             )
