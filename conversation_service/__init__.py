@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Flask
 
 import shared
+import shared.db
 import shared.health
 import shared.metrics
 from conversation_service.config import Config
@@ -24,6 +25,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.config.from_mapping(Config(os.environ if environ is None else environ).as_dict())
     shared.init_app(app)
     db.init_app(app)
+    shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     shared.health.init_app(app, db)
     shared.metrics.init_app(app)

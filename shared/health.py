@@ -15,7 +15,6 @@ from flask import Blueprint, Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, text
 
-import shared.db
 from shared.envelope import envelope_response
 from shared.errors import DatabaseUnavailable
 
@@ -36,11 +35,7 @@ def init_app(
     checks: Mapping[str, Check] | None = None,
     timeout: float = READY_TIMEOUT_SECONDS,
 ) -> None:
-    """Serve the probes; `/readyz` checks the database through `db`, then each of `checks` by name.
-
-    Also installs `shared.db`'s session teardown: this is the one shared hook both services call with
-    their `db`, after `db.init_app`."""
-    shared.db.init_app(app, db)
+    """Serve the probes; `/readyz` checks the database through `db`, then each of `checks` by name."""
     app.extensions["shared.health"] = {"db": db, "checks": dict(checks or {}), "timeout": timeout}
     app.register_blueprint(bp)
 

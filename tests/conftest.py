@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from flask_migrate import upgrade
 
 from chat_service import create_app as create_chat_app
 from chat_service.extensions import db as chat_db
+from conversation_service import create_app as create_conversation_app
+from conversation_service.extensions import db as conversation_db
 from shared.auth import mint_token
 from tests.api_client import ApiClient
-from tests.databases import BACKENDS, DatabaseServer, clear_tables
+from tests.databases import BACKENDS, DatabaseServer, clear_tables, migrated_database
+from tests.live import Socket
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ALICE = "542738228948500480"
@@ -33,12 +35,7 @@ def database_server(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def chat_database(database_server) -> str:
     """A chat_service database on this backend, migrated once for the whole run."""
-    url = database_server.create("chat_test")
-    app = create_chat_app(base_environ(url))
-    with app.app_context():
-        upgrade()
-        chat_db.engine.dispose()
-    return url
+    return migrated_database(database_server, "chat_test", create_chat_app, chat_db, base_environ)
 
 
 @pytest.fixture
@@ -57,6 +54,30 @@ def chat(chat_app) -> ApiClient:
     return ApiClient(chat_app, default_user=ALICE)
 
 
+@pytest.fixture(scope="session")
+def conversation_database(database_server) -> str:
+    """A conversation_service database on this backend, migrated once for the whole run."""
+    return migrated_database(
+        database_server, "conversation_test", create_conversation_app, conversation_db, base_environ
+    )
+
+
+@pytest.fixture
+def conversation_app(conversation_database):
+    app = create_conversation_app(base_environ(conversation_database))
+    app.config["TESTING"] = True
+    yield app
+    with app.app_context():
+        clear_tables(conversation_db, ["ai_conversations"])
+        conversation_db.engine.dispose()
+
+
+@pytest.fixture
+def conv(conversation_app) -> ApiClient:
+    """conversation_service's API, called as ALICE unless a test says otherwise."""
+    return ApiClient(conversation_app, default_user=ALICE)
+
+
 @pytest.fixture
 def bare_app(tmp_path):
     """chat_service on an empty SQLite file: for what happens before any table is touched."""
@@ -71,3 +92,23 @@ def token():
         return mint_token(user, config={"JWT_SECRET": SECRET}, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def open_socket(token):
+    sockets = []
+
+    def connect(base_url: str, session_id: str, user: str = ALICE, ready: bool = False, **kwargs) -> Socket:
+        """Open a socket; `ready=True` waits until the server has subscribed it (a ping answered)."""
+        headers = kwargs.pop("headers", {"Authorization": f"Bearer {token(user)}"})
+        socket = Socket(base_url.replace("http", "ws", 1) + f"/ws/{session_id}", headers=headers, **kwargs)
+        sockets.append(socket)
+        if ready:
+            socket.send({"type": "ping"})
+            assert socket.until("pong")[-1]["type"] == "pong"
+            socket.seen.clear()
+        return socket
+
+    yield connect
+    for socket in sockets:
+        socket.close()

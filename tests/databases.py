@@ -67,3 +67,17 @@ def clear_tables(db, tables: list[str]) -> None:
     with db.engine.begin() as connection:
         for table in tables:
             connection.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def migrated_database(server: DatabaseServer, prefix: str, create_app, db, environ) -> str:
+    """A new database on `server`, migrated to the service's head once; returns its URL."""
+    url = server.create(prefix)
+    app = create_app(environ(url))
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+        db.engine.dispose()
+    if "hub" in app.extensions:
+        app.extensions["hub"].close()
+    return url

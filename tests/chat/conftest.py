@@ -8,10 +8,9 @@ from chat_service import create_app
 from chat_service.extensions import db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
-from tests.conftest import ALICE, base_environ
-from tests.conversation.conftest import conversation_database as _conversation_database
+from tests.conftest import base_environ
 from tests.databases import clear_tables
-from tests.live import Socket, serve
+from tests.live import serve
 
 
 @pytest.fixture
@@ -35,29 +34,6 @@ def live_chat_factory(chat_database):
         with started[0][1].app_context():
             clear_tables(db, ["chat_messages", "chat_sessions"])
             db.engine.dispose()
-
-
-@pytest.fixture
-def open_socket(token):
-    sockets = []
-
-    def connect(base_url: str, session_id: str, user: str = ALICE, ready: bool = False, **kwargs) -> Socket:
-        """Open a socket; `ready=True` waits until the server has subscribed it (a ping answered)."""
-        headers = kwargs.pop("headers", {"Authorization": f"Bearer {token(user)}"})
-        socket = Socket(base_url.replace("http", "ws", 1) + f"/ws/{session_id}", headers=headers, **kwargs)
-        sockets.append(socket)
-        if ready:
-            socket.send({"type": "ping"})
-            assert socket.until("pong")[-1]["type"] == "pong"
-            socket.seen.clear()
-        return socket
-
-    yield connect
-    for socket in sockets:
-        socket.close()
-
-
-conversation_database = _conversation_database  # the fixture, shared with tests/conversation
 
 
 @pytest.fixture

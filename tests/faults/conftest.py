@@ -10,14 +10,8 @@ from sqlalchemy.engine import make_url
 
 from chat_service import create_app as create_chat_app
 from chat_service.extensions import db as chat_db
-from tests.chat.conftest import open_socket as _open_socket
 from tests.conftest import base_environ
-from tests.conversation.conftest import conversation_database as _conversation_database
 from tests.faults.proxy import TcpProxy
-
-# Fixtures shared with tests/chat and tests/conversation.
-conversation_database = _conversation_database
-open_socket = _open_socket
 
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 

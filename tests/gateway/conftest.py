@@ -11,7 +11,6 @@ from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
 from tests.conftest import base_environ
-from tests.conversation.conftest import conversation_database  # noqa: F401 - a fixture used here too
 from tests.databases import clear_tables
 from tests.gateway.nginx import nginx_binary, run_gateway
 from tests.live import serve
@@ -30,7 +29,7 @@ def host_port(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def services(chat_database, conversation_database):  # noqa: F811 - the imported fixture
+def services(chat_database, conversation_database):
     """chat_service and conversation_service as compose runs them: behind one trusted proxy."""
     conversation_app = create_conversation_app(base_environ(conversation_database, TRUSTED_PROXIES="1"))
     with serve(conversation_app) as conversation_url:

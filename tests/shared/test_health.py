@@ -11,7 +11,6 @@ from chat_service import create_app as create_chat_app
 from conversation_service import create_app as create_conversation_app
 from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE, base_environ
-from tests.conversation.conftest import conversation_database  # noqa: F401 - a fixture used here too
 
 SERVICES = {"chat": create_chat_app, "conversation": create_conversation_app}
 
