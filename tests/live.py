@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +30,27 @@ def serve(app: Flask) -> Iterator[str]:
         thread.join(timeout=5)
 
 
+class DrainingClient(Client):
+    """simple-websocket's client, also taking the frames that arrived with the handshake response.
+
+    Upstream, `Client.handshake` takes only the first event (the 101) and leaves any frames read with it
+    in wsproto's buffer until more bytes arrive; a server that answers and closes at once (a refused
+    session: an error frame, then close) then looks like a silent close (1005). Browsers read them.
+    """
+
+    def handshake(self) -> None:
+        super().handshake()
+        if not self._handle_events():
+            # The close came with the handshake: answer it by shutting our side, keep the frames.
+            self.connected = True  # Base.__init__ refuses to start otherwise; the reader then sees EOF
+            self.sock.shutdown(socket.SHUT_WR)
+
+
 class Socket:
     """A WebSocket client that reads the server's JSON frames."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
-        self.client = Client.connect(url, **kwargs)
+        self.client = DrainingClient.connect(url, **kwargs)
         self.seen: list[dict] = []
 
     def send(self, payload: dict | str) -> None:
