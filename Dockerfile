@@ -11,6 +11,8 @@ COPY conversation_service ./conversation_service
 RUN /opt/venv/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
+# PROMETHEUS_MULTIPROC_DIR: the workers' metrics files (the entrypoint creates it). The gunicorn configs
+# would make a temporary one themselves with several workers; a fixed path can be a tmpfs mount.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -2,10 +2,12 @@
 
 import os
 
-from shared.metrics import child_exit, on_starting  # noqa: F401 - gunicorn hooks: multiprocess metrics
+# gunicorn hooks for multiprocess metrics; nothing here may import prometheus_client (see there).
+from shared.gunicorn_metrics import child_exit, multiprocess_dir_for, on_exit, on_starting  # noqa: F401
 
 bind = os.environ.get("BIND", "0.0.0.0:5002")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+multiprocess_dir_for(workers, "conversation_service")  # several workers: /metrics adds them all up
 worker_class = "gthread"
 threads = int(os.environ.get("THREADS", "8"))
 timeout = 60

@@ -1,18 +1,25 @@
-"""JSON log lines, each carrying the request's traceId, and one access line per request."""
+"""JSON log lines, each carrying the request's traceId, and one access line per request.
+
+Outside a request, a line carries the trace id its work was bound to (`shared.tracing.bound_trace_id`),
+if any. An exception nothing caught in a thread or a gevent greenlet is one JSON line too, at ERROR
+from `shared.threads`, never a traceback printed as plain text (see `configure_logging`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
 
-from shared.tracing import current_trace_id
+from shared.tracing import bound_trace_id_or_none, current_trace_id
 
 access_log = logging.getLogger("access")
+thread_log = logging.getLogger("shared.threads")
 
 # Attributes every LogRecord has; anything else on a record was passed through `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
@@ -29,8 +36,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         trace_id = getattr(record, "traceId", None)
-        if trace_id is None and has_request_context():
-            trace_id = current_trace_id()
+        if trace_id is None:
+            # Formatted in the thread that logs: its request, else what its background work was bound to.
+            trace_id = current_trace_id() if has_request_context() else bound_trace_id_or_none()
         if trace_id is not None:
             line["traceId"] = trace_id
         for key, value in vars(record).items():
@@ -42,7 +50,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    """Send every logger's records to stderr as JSON lines (idempotent: one handler, replaced)."""
+    """Send every logger's records to stderr as JSON lines (idempotent: one handler, replaced), and
+    log what a thread or greenlet raises and nothing caught instead of printing its traceback."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -50,6 +59,62 @@ def configure_logging(level: str) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    _install_thread_hook()
+    _install_greenlet_hook()
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if issubclass(args.exc_type, SystemExit):  # as Python's own hook: a thread may end with sys.exit()
+        return
+    name = args.thread.name if args.thread is not None else None
+    thread_log.error(
+        "Uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"thread_name": name},
+    )
+
+
+def _install_thread_hook() -> None:
+    """Replace Python's `threading.excepthook`, which prints a plain-text traceback, once. A hook
+    someone else installed (pytest's, which fails the test) still runs, after the JSON line."""
+    current = threading.excepthook
+    if getattr(current, "json_logs", False):
+        return
+    previous = None if current is threading.__excepthook__ else current
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        _log_thread_exception(args)
+        if previous is not None:
+            previous(args)
+
+    hook.json_logs = True
+    threading.excepthook = hook
+
+
+def _log_greenlet_exception(hub, context, exc_type, value, tb) -> None:
+    """`gevent.hub.Hub.print_exception`, as one JSON line: a greenlet's uncaught exception."""
+    normalize = getattr(hub, "_normalize_exception", None)
+    if normalize is not None:  # as gevent does: a str value (from Cython) becomes the exception
+        exc_type, value, tb = normalize(exc_type, value, tb)
+    try:
+        where = context if context is None or isinstance(context, str) else hub.format_context(context)
+    except Exception:
+        where = repr(context)
+    thread_log.error(
+        "Uncaught exception in greenlet %s", where, exc_info=(exc_type, value, tb), extra={"greenlet": where}
+    )
+
+
+_log_greenlet_exception.json_logs = True
+
+
+def _install_greenlet_hook() -> None:
+    """With gevent in use (never imported for this), log greenlet errors instead of gevent's printing
+    them to stderr: `Hub.handle_error` calls `print_exception` for every error that is one."""
+    hub = sys.modules.get("gevent.hub")
+    if hub is not None and not getattr(hub.Hub.print_exception, "json_logs", False):
+        hub.Hub.print_exception = _log_greenlet_exception
 
 
 def _start_clock() -> None:

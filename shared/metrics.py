@@ -4,17 +4,16 @@ Labels stay bounded: `route` is the URL rule (`/api/chat/sessions/<session_id>`)
 and `<unmatched>` for a path no rule matches; unusual methods count as `OTHER`.
 
 Under gunicorn each worker is a process with its own counters. With `PROMETHEUS_MULTIPROC_DIR` set
-(before the process starts: prometheus-client reads it on import) every worker writes its values to
-files there and `/metrics` adds them up, whichever worker answers. Unset, values live in the process.
-See docs/operations.md.
+(before prometheus-client is first imported: it reads it then) every worker writes its values to files
+there and `/metrics` adds them up, whichever worker answers. Unset, values live in the process. The
+gunicorn configs set it whenever they run several workers, and take their hooks from
+`shared.gunicorn_metrics`, which does not import prometheus-client. See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -27,7 +26,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from shared.gunicorn_metrics import MULTIPROC_ENV
+
 UNMATCHED = "<unmatched>"
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
@@ -83,18 +83,3 @@ def _observe(response: Response) -> Response:
     if started is not None and not websocket:
         http_request_duration_seconds.labels(service, method, route).observe(time.perf_counter() - started)
     return response
-
-
-def on_starting(_server) -> None:
-    """gunicorn hook (master, before any worker): start from an empty multiprocess directory, since
-    files left by a previous run would be added to this one's values."""
-    directory = os.environ.get(MULTIPROC_ENV)
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
-
-
-def child_exit(_server, worker) -> None:
-    """gunicorn hook (master, after a worker exits): drop its share of the live gauges (open sockets)."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(worker.pid)

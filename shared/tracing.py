@@ -45,6 +45,11 @@ def current_trace_id() -> str:
     return _bound.get() or new_trace_id()
 
 
+def bound_trace_id_or_none() -> str | None:
+    """The trace id `bound_trace_id` gave this thread's (or greenlet's) context, if any; never a new one."""
+    return _bound.get()
+
+
 @contextmanager
 def bound_trace_id(trace_id: str) -> Iterator[None]:
     """Carry a request's trace id into work that outlives it (a thread does not inherit it)."""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
+import threading
 
 import pytest
 
 from shared.logs import JsonFormatter
+from shared.tracing import bound_trace_id
 from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE
 
@@ -88,3 +94,84 @@ def test_errors_are_logged_with_the_trace_id(bare_app, caplog):
         line = json.loads(JsonFormatter().format(errors[0]))
     assert line["traceId"] == GOOD
     assert "kaput" in line["exception"]
+
+
+def test_a_background_thread_logs_with_the_trace_id_it_was_bound_to():
+    """No request context in a thread: its lines carry the id its work was bound to, else none."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())  # formats in the thread that logs, as in production
+    log = logging.getLogger("tests.background")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    def work():
+        with bound_trace_id(GOOD):
+            log.warning("provider retry")
+        log.warning("unbound")
+
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    bound, unbound = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert bound["message"] == "provider retry" and bound["traceId"] == GOOD
+    assert unbound["message"] == "unbound" and "traceId" not in unbound  # never a made-up id
+
+
+UNCAUGHT = textwrap.dedent(
+    """
+    import sys
+    import threading
+
+    if sys.argv[2] == "greenlet":
+        import gevent
+    from {service} import create_app
+
+    create_app({{"DATABASE_URL": sys.argv[1], "JWT_SECRET": "x" * 40, "LOG_LEVEL": "WARNING"}})
+
+    def fail():
+        raise RuntimeError("kaput in the background")
+
+    if sys.argv[2] == "greenlet":
+        gevent.spawn(fail).join()
+    else:
+        worker = threading.Thread(target=fail, name="turn-7")
+        worker.start()
+        worker.join()
+    """
+)
+
+
+@pytest.mark.parametrize("service", ["chat_service", "conversation_service"])
+@pytest.mark.parametrize("runner", ["thread", "greenlet"])
+def test_an_uncaught_background_exception_is_one_json_line(service, runner, tmp_path):
+    """What a thread or greenlet raises and nothing catches: one ERROR line, no plain-text traceback."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT.format(service=service), f"sqlite:///{tmp_path}/s.sqlite3", runner],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = []
+    for text in done.stderr.splitlines():
+        try:
+            lines.append(json.loads(text))
+        except ValueError:
+            pytest.fail(f"not a JSON line on stderr: {text!r}\n{done.stderr}")
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert len(errors) == 1, done.stderr
+    (error,) = errors
+    assert error["logger"] == "shared.threads"
+    assert "RuntimeError: kaput in the background" in error["exception"]
+    if runner == "thread":
+        assert error["thread_name"] == "turn-7"
+    else:
+        assert "fail" in error["greenlet"]
+    assert done.stdout == ""
