@@ -14,8 +14,6 @@ import shared.health
 import shared.metrics
 from chat_service.config import Config
 from chat_service.extensions import db, migrate, sock
-from chat_service.hub import Hub
-from chat_service.turn_registry import TurnRegistry
 from shared.http import ServiceClient
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -31,21 +29,20 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     sock.init_app(app)
 
+    from chat_service import live
     from chat_service.providers import make_provider
 
-    hub = Hub()
-    hub.init_app(app)
-    shared.health.init_app(app, db, checks={"redis": hub.check_redis} if hub.redis is not None else None)
-    shared.metrics.init_app(app)
-    app.extensions["turns"] = TurnRegistry(hub)
-    app.extensions["ai_provider"] = make_provider(app.config)
-    app.extensions["conversation_client"] = ServiceClient(
+    conversations = ServiceClient(
         app.config["CONVERSATION_SERVICE_URL"], service_name=Config.SERVICE_NAME, config=app.config
     )
+    bus = live.init_app(app, make_provider(app.config), conversations).bus
+    shared.health.init_app(app, db, checks={"redis": bus.check} if bus.configured else None)
+    shared.metrics.init_app(app)
 
-    from chat_service import api, views, ws
+    from chat_service import api, views
+    from chat_service.live import socket
 
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
-    app.register_blueprint(ws.bp)
+    app.register_blueprint(socket.bp)
     return app

@@ -39,6 +39,15 @@ class Config(SharedConfig):
             "max_message_size": int(env("WS_MAX_MESSAGE_SIZE", str(512 * 1024))),
             "subprotocols": ["bearer"],
         }
+        # A socket's outgoing queue: a client this far behind is closed with 1013 (it is not reading).
+        self.WS_QUEUE_MAX_FRAMES = int(env("WS_QUEUE_MAX_FRAMES", "1000"))
+        self.WS_QUEUE_MAX_BYTES = int(env("WS_QUEUE_MAX_BYTES", str(1024 * 1024)))
+        # A turn's Redis claim lives this long unless its instance's heartbeat refreshes it (every third).
+        self.TURN_CLAIM_TTL_SECONDS = float(env("TURN_CLAIM_TTL_SECONDS", "10"))
+        # Storing a finished reply (or a user message) is retried this long while the database fails.
+        self.STORE_RETRY_SECONDS = float(env("STORE_RETRY_SECONDS", "10"))
+        # Each Redis call's connect and read timeout: a silent Redis is left for in-process delivery then.
+        self.REDIS_TIMEOUT_SECONDS = float(env("REDIS_TIMEOUT_SECONDS", "1"))
         # Waits between retries of the Dify link to conversation_service.
         self.LINK_RETRY_DELAYS = tuple(
             float(d) for d in env("LINK_RETRY_DELAYS", "0.5,1,2,4,8,16").split(",") if d.strip()

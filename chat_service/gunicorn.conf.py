@@ -17,10 +17,12 @@ if worker_class == "gevent":
 
     monkey.patch_all()
 
-from shared.metrics import child_exit, on_starting  # noqa: E402, F401 - gunicorn hooks: multiprocess metrics
+# gunicorn hooks for multiprocess metrics; nothing here may import prometheus_client (see there).
+from shared.gunicorn_metrics import child_exit, multiprocess_dir_for, on_exit, on_starting  # noqa: E402, F401
 
 bind = os.environ.get("BIND", "0.0.0.0:5001")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2" if os.environ.get("REDIS_URL") else "1"))
+multiprocess_dir_for(workers, "chat_service")  # several workers: /metrics adds them all up
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 threads = int(os.environ.get("THREADS", "8"))  # gthread only
 timeout = 60
@@ -30,16 +32,18 @@ accesslog = None  # the app writes one JSON access line per request
 
 def post_worker_init(worker):
     """On SIGTERM, close every socket with 1001 (going away) instead of letting them hang to the end."""
-    app = worker.wsgi
+    from chat_service import live
+
+    hub = live.of(worker.wsgi).hub
 
     def handle_exit(_signum, _frame):
         worker.alive = False
         if worker_class == "gevent":
             import gevent
 
-            gevent.spawn(app.extensions["hub"].going_away)  # no blocking calls inside a signal handler
+            gevent.spawn(hub.going_away)  # no blocking calls inside a signal handler
         else:
-            app.extensions["hub"].going_away()
+            hub.going_away()
 
     signal.signal(signal.SIGTERM, handle_exit)
 
@@ -48,4 +52,6 @@ def worker_exit(server, worker):
     """Let AI turns in flight finish and be stored before the process goes."""
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):
-        app.extensions["turns"].wait_idle(graceful_timeout)
+        from chat_service import live
+
+        live.of(app).turns.wait_idle(graceful_timeout)

@@ -132,6 +132,7 @@ def bearer_token(sources: Iterable[str | None] = ()) -> str:
 def authenticate(token: str) -> None:
     """Check `token` and record who the request acts for in `g.user_id` (and `g.service`)."""
     claims = current_app.extensions["shared.auth"].verify(token)
+    g.token_expires_at = claims["exp"]  # an open socket is closed then
     named_user = request.headers.get(USER_HEADER)
     if claims.get("typ") == SERVICE_TYPE:
         g.service = claims["sub"]

@@ -79,6 +79,15 @@ class DatabaseUnavailable(ApiError):
     code, message, http_status = 12001, "数据库操作失败", 503
 
 
+class InternalError(ApiError):
+    """A bug: the client learns nothing more than that (the traceback goes to the log)."""
+
+    code, message, http_status = 500, "服务器内部错误", 500
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
 # Werkzeug's HTTP errors that can reach a client before or around our views, in the contract's words.
 _HTTP_MESSAGES = {
     400: "请求参数错误",
@@ -96,12 +105,25 @@ def render(code: int, message: str, http_status: int, data: Any = None) -> Respo
     return envelope_response(data, code=code, message=message, status=http_status)
 
 
-def _api_error(error: ApiError) -> Response:
-    return render(error.code, error.message, error.http_status, error.data)
+def as_api_error(error: BaseException) -> ApiError:
+    """Any failure as the client sees it, on every transport (REST answers, socket `error` frames);
+    database failures and bugs are logged here, once."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, ValidationError):
+        return ValidationFailed(error.normalized_messages())
+    if isinstance(error, sa_exc.SQLAlchemyError):
+        log.error("database error: %s", error.__class__.__name__, exc_info=error)
+        if isinstance(error, sa_exc.IntegrityError):
+            return OperationFailed("the change conflicts with stored data")
+        return DatabaseUnavailable()
+    log.error("unhandled exception", exc_info=error)
+    return InternalError()
 
 
-def _validation_error(error: ValidationError) -> Response:
-    return _api_error(ValidationFailed(error.normalized_messages()))
+def _api_error(error: Exception) -> Response:
+    api_error = as_api_error(error)
+    return render(api_error.code, api_error.message, api_error.http_status, api_error.data)
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -116,22 +138,7 @@ def _http_error(error: HTTPException) -> Response:
     return response
 
 
-def _database_error(error: sa_exc.SQLAlchemyError) -> Response:
-    log.error("database error: %s", error.__class__.__name__, exc_info=error)
-    if isinstance(error, sa_exc.IntegrityError):
-        return _api_error(OperationFailed("the change conflicts with stored data"))
-    return _api_error(DatabaseUnavailable())
-
-
-def _unhandled(error: Exception) -> Response:
-    log.exception("unhandled exception", exc_info=error)
-    return render(500, "服务器内部错误", 500)
-
-
 def init_app(app: Flask) -> None:
     """Route every failure, ours and the framework's, through the envelope."""
-    app.register_error_handler(ApiError, _api_error)
-    app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(sa_exc.SQLAlchemyError, _database_error)
-    app.register_error_handler(Exception, _unhandled)
+    app.register_error_handler(Exception, _api_error)

@@ -9,6 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from chat_service import live
+
 SERVER_URLS = {
     "postgresql": "TEST_POSTGRES_URL",
     "mysql": "TEST_MYSQL_URL",
@@ -79,5 +81,5 @@ def migrated_database(server: DatabaseServer, prefix: str, create_app, db, envir
         upgrade()
         db.engine.dispose()
     if "hub" in app.extensions:
-        app.extensions["hub"].close()
+        live.of(app).close()
     return url

@@ -11,6 +11,7 @@ from flask_migrate import downgrade, upgrade
 
 import chat_service
 import conversation_service
+from chat_service import live
 from chat_service.extensions import db as chat_db
 from conversation_service.extensions import db as conversation_db
 from tests.conftest import base_environ
@@ -43,4 +44,4 @@ def test_upgrade_downgrade_upgrade(database_server, service):
         finally:
             db.engine.dispose()
     if "hub" in app.extensions:
-        app.extensions["hub"].close()
+        live.of(app).close()

@@ -7,13 +7,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from chat_service import live
 from chat_service.extensions import db
 from chat_service.models import ChatSession
-from chat_service.turn_registry import Turn
+from shared.tracing import bound_trace_id
+
+if TYPE_CHECKING:
+    from chat_service.live.turns import Turn
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ def remember(turn: Turn, dify_conversation_id: str) -> None:
 
 
 def _remember(app: Flask, turn: Turn, dify_id: str, store: bool) -> None:
-    with app.app_context():
+    with app.app_context(), bound_trace_id(turn.trace_id):
         if store:
             db.session.execute(
                 sa.update(ChatSession)
@@ -45,12 +50,12 @@ def _remember(app: Flask, turn: Turn, dify_id: str, store: bool) -> None:
             sa.select(ChatSession.title).where(ChatSession.session_id == turn.session_id)
         )
         db.session.remove()
-    if not turn.linked:
-        _link(app, turn.user_id, turn.session_id, dify_id, title, turn.trace_id)
+        if not turn.linked:
+            _link(app, turn.user_id, turn.session_id, dify_id, title, turn.trace_id)
 
 
 def _link(app: Flask, user_id: str, session_id: str, dify_id: str, title: str | None, trace_id: str) -> None:
-    client = app.extensions["conversation_client"]
+    client = live.of(app).conversations
     for attempt, delay in enumerate((0, *app.config["LINK_RETRY_DELAYS"]), start=1):
         time.sleep(delay)
         try:
@@ -63,14 +68,13 @@ def _link(app: Flask, user_id: str, session_id: str, dify_id: str, title: str | 
             )
             if response.ok:
                 record_id = str(response.json()["data"]["id"])
-                with app.app_context():
-                    db.session.execute(
-                        sa.update(ChatSession)
-                        .where(ChatSession.session_id == session_id)
-                        .values(conversation_record_id=record_id)
-                    )
-                    db.session.commit()
-                    db.session.remove()
+                db.session.execute(
+                    sa.update(ChatSession)
+                    .where(ChatSession.session_id == session_id)
+                    .values(conversation_record_id=record_id)
+                )
+                db.session.commit()
+                db.session.remove()
                 return
             if response.status_code < 500 and response.status_code != 429:
                 log.error(

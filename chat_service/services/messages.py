@@ -38,8 +38,12 @@ def owned_message(user_id: str, message_id: str, session_id: str | None = None) 
 
 def post_message(user_id: str, session_id: str, content: str, role: str = "user") -> ChatMessage:
     """Store a message in the user's session, counted on it atomically."""
-    session = owned_session(user_id, session_id)
-    message = crud.create_message(db.session, session.session_id, content, role)
+    return store_message(owned_session(user_id, session_id).session_id, content, role)
+
+
+def store_message(session_id: str, content: str, role: str = "user") -> ChatMessage:
+    """Store a message in a live session and tell its sockets (REST and socket messages alike)."""
+    message = crud.create_message(db.session, session_id, content, role)
     if message is None:
         raise SessionNotFound()  # deleted meanwhile
     events.message_posted(message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from chat_service import crud, events
+from chat_service import crud, events, live
 from chat_service.extensions import db
 from chat_service.models import DEFAULT_TITLE, ChatMessage, ChatSession
 from shared.errors import BadRequest, Forbidden, SessionNotFound
@@ -53,6 +53,7 @@ def delete_session(user_id: str, session_id: str) -> None:
     session = owned_session(user_id, session_id)
     if not crud.soft_delete_session(db.session, session.session_id):
         raise SessionNotFound()  # deleted meanwhile
+    live.current().turns.stop(session.session_id)  # nothing more is generated, nor stored
     events.session_deleted(session.session_id)
 
 

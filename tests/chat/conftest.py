@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat_service import create_app
+from chat_service import create_app, live
 from chat_service.extensions import db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
@@ -28,8 +28,7 @@ def live_chat_factory(chat_database):
     yield start
     for context, app in reversed(started):
         context.__exit__(None, None, None)
-        app.extensions["ai_provider"].close()
-        app.extensions["hub"].close()
+        live.of(app).close()
     if started:
         with started[0][1].app_context():
             clear_tables(db, ["chat_messages", "chat_sessions"])
@@ -55,4 +54,4 @@ def clean_chat_database(chat_database):
     with app.app_context():
         clear_tables(db, ["chat_messages", "chat_sessions"])
         db.engine.dispose()
-    app.extensions["hub"].close()
+    live.of(app).close()

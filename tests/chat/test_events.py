@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import json
 
+from chat_service import live
 from tests.chat.helpers import new_message, new_session
 
 
-def frames(subscription) -> list[dict]:
-    out = []
-    while (frame := subscription.get(timeout=0.01)) is not None:
-        out.append(json.loads(frame.text))
-    return out
+class Recorder:
+    """A hub peer that keeps what it is offered."""
+
+    def __init__(self, hub, session_id: str) -> None:
+        self.offered = []
+        hub.add(session_id, self)
+
+    def offer(self, frame) -> None:
+        self.offered.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def frames(recorder: Recorder) -> list[dict]:
+    return [json.loads(frame.text) for frame in recorder.offered]
 
 
 def test_rest_changes_are_published_to_the_sessions_subscribers(chat, chat_app):
-    hub = chat_app.extensions["hub"]
+    hub = live.of(chat_app).hub
     sid, other = new_session(chat), new_session(chat)
-    first, second, elsewhere = hub.subscribe(sid), hub.subscribe(sid), hub.subscribe(other)
+    first, second, elsewhere = Recorder(hub, sid), Recorder(hub, sid), Recorder(hub, other)
 
     mid = new_message(chat, sid, content="hi")["message_id"]
     new_message(chat, sid, content="reply", role="assistant")
@@ -42,11 +54,11 @@ def test_rest_changes_are_published_to_the_sessions_subscribers(chat, chat_app):
     assert received[4]["data"]["title"] == "renamed"
 
 
-def test_an_unsubscribed_inbox_gets_nothing(chat, chat_app):
-    hub = chat_app.extensions["hub"]
+def test_a_removed_peer_gets_nothing(chat, chat_app):
+    hub = live.of(chat_app).hub
     sid = new_session(chat)
-    subscription = hub.subscribe(sid)
-    hub.unsubscribe(subscription)
+    recorder = Recorder(hub, sid)
+    hub.remove(sid, recorder)
     new_message(chat, sid)
-    assert frames(subscription) == []
-    assert hub.subscriber_count(sid) == 0
+    assert frames(recorder) == []
+    assert hub.count(sid) == 0

@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from chat_service import live as live_path
 from chat_service.extensions import db
 from tests.conftest import ALICE, BOB
 from tests.live import Socket
@@ -344,4 +345,4 @@ def test_a_database_failure_while_checking_a_socket_is_told_in_an_error_frame(tm
             assert socket.closed_with() == 1011
         finally:
             socket.close()
-    app.extensions["hub"].close()
+    live_path.of(app).close()

@@ -9,6 +9,7 @@ from flask_migrate import upgrade
 from sqlalchemy.engine import make_url
 
 from chat_service import create_app as create_chat_app
+from chat_service import live
 from chat_service.extensions import db as chat_db
 from tests.conftest import base_environ
 from tests.faults.proxy import TcpProxy
@@ -50,6 +51,5 @@ def sqlite_chat_database(tmp_path) -> str:
     with app.app_context():
         upgrade()
         chat_db.engine.dispose()
-    app.extensions["hub"].close()
-    app.extensions["ai_provider"].close()
+    live.of(app).close()
     return url

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from chat_service import create_app as create_chat_app
+from chat_service import live
 from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
@@ -97,14 +98,12 @@ def chat_service(url: str, direct_url: str) -> Iterator[Service]:
     )
     with app.app_context():
         chat_db.engine.dispose()
-    app.extensions["hub"].close()
-    app.extensions["ai_provider"].close()
+    live.of(app).close()
     cleanup = create_chat_app(base_environ(direct_url))
     with cleanup.app_context():
         clear_tables(chat_db, ["chat_messages", "chat_sessions"])
         chat_db.engine.dispose()
-    cleanup.extensions["hub"].close()
-    cleanup.extensions["ai_provider"].close()
+    live.of(cleanup).close()
 
 
 def conversation_service(url: str, direct_url: str) -> Iterator[Service]:
@@ -253,8 +252,7 @@ def test_a_connection_lost_after_the_last_statement_does_not_fail_the_answer(net
     finally:
         with app.app_context():
             chat_db.engine.dispose()
-        app.extensions["hub"].close()
-        app.extensions["ai_provider"].close()
+        live.of(app).close()
 
 
 def test_mysql_connects_under_the_connect_timeout_and_queries_keep_their_read_timeout(

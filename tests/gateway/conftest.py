@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from chat_service import create_app as create_chat_app
+from chat_service import live
 from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
@@ -48,8 +49,7 @@ def services(chat_database, conversation_database):
                     "CONVERSATION_UPSTREAM": host_port(conversation_url),
                 }
         finally:
-            chat_app.extensions["ai_provider"].close()
-            chat_app.extensions["hub"].close()
+            live.of(chat_app).close()
             with chat_app.app_context():
                 clear_tables(chat_db, ["chat_messages", "chat_sessions"])
                 chat_db.engine.dispose()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from chat_service import create_app as create_chat_app
+from chat_service import live
 from conversation_service import create_app as create_conversation_app
 from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE, base_environ
@@ -29,7 +30,7 @@ def make_app():
     yield make
     for app in apps:
         if "hub" in app.extensions:
-            app.extensions["hub"].close()
+            live.of(app).close()
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
 
