@@ -27,6 +27,7 @@ from chat_service import create_app
 from shared.auth import mint_token
 from tests.processes import gunicorn_process
 
+TARGET_KIB = 60
 SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
 
 
@@ -85,12 +86,15 @@ def rest_latencies(url: str, token: str, requests_count: int, timeout: float) ->
     return times, failures
 
 
+def p99_of(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+
+
 def summary(times: list[float]) -> str:
     if not times:
         return "no successful request"
-    ordered = sorted(times)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {statistics.median(ordered):.2f} ms, p99 {p99:.2f} ms"
+    return f"p50 {statistics.median(times):.2f} ms, p99 {p99_of(times):.2f} ms"
 
 
 def main() -> None:
@@ -158,6 +162,12 @@ def main() -> None:
     failed = f"{failures} of {args.requests} failed (timeout {args.timeout}s)"
     print(f"REST GET session, sockets open:    {summary(loaded)}, {failed}")
     print(f"worker RSS {before} KiB -> {after} KiB: {per_socket:.1f} KiB per socket")
+    p99_ratio = p99_of(loaded) / p99_of(idle)
+    met = len(sockets) == args.sockets and failures == 0 and per_socket <= TARGET_KIB and p99_ratio <= 2
+    print(
+        f"targets: all {args.sockets} held, REST p99 open/idle {p99_ratio:.2f} (<= 2), "
+        f"{per_socket:.1f} KiB per socket (<= {TARGET_KIB}): {'MET' if met else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":
