@@ -312,8 +312,8 @@ class Turns:
         )
 
     def _check_watched(self) -> None:
-        """A watched turn whose claim is gone (twice in a row, to let its `ended` arrive) died with its
-        instance: tell this instance's sockets of that session."""
+        """A watched turn whose claim is gone or held by another turn (twice in a row, to let its `ended`
+        arrive) died with its instance: tell this instance's sockets of that session."""
         with self._lock:
             watched = dict(self._watched)
         if not watched:
@@ -333,7 +333,7 @@ class Turns:
             with self._lock:
                 if self._watched.get(session_id) is entry:
                     del self._watched[session_id]
-            if claim is None and self._hub.count(session_id):
+            if self._hub.count(session_id):
                 error = UpstreamFailed(INTERRUPTED, data={"detail": INTERRUPTED, "turn_id": entry.turn_id})
                 with self._app.app_context():
                     self._bus.deliver_here(session_id, events.error_frame(error))

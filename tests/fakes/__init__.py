@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import threading
 import time
@@ -17,13 +18,17 @@ from requests.structures import CaseInsensitiveDict
 
 @dataclass
 class RecordedRequest:
-    """A request the fake received; `writes` holds the monotonic time of each piece of its reply."""
+    """A request the fake received; `writes` holds the monotonic time of each piece of its reply.
+
+    `client_closed_at` is the monotonic time the fake saw the client close (or reset) the connection
+    while the reply was still streaming (noticed within ~20 ms, even during a sleep); None otherwise."""
 
     method: str
     path: str
     headers: CaseInsensitiveDict
     body: bytes
     writes: list[float] = field(default_factory=list)
+    client_closed_at: float | None = None
 
     @property
     def json(self) -> dict:
@@ -174,6 +179,8 @@ class FakeServer:
                 try:
                     fake._answer(self, request, fake.route(request))
                 except (BrokenPipeError, ConnectionResetError):
+                    if request.client_closed_at is None:
+                        request.client_closed_at = time.monotonic()
                     self.close_connection = True  # the client went away: nothing to finish
 
             def log_message(self, format: str, *args: object) -> None:
@@ -215,14 +222,23 @@ class FakeServer:
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             handler.wfile.flush()
 
+        def client_gone() -> bool:
+            """The client closed or reset its end (it sends nothing else while a reply streams)."""
+            if request.client_closed_at is None and _closed_by_peer(handler.connection):
+                request.client_closed_at = time.monotonic()
+            return request.client_closed_at is not None
+
         try:
             for part in reply.parts:
-                if halt.is_set() or self._closing.is_set():
+                if halt.is_set() or self._closing.is_set() or client_gone():
                     break
                 if isinstance(part, bytes):
                     send(part)
-                elif _sleep(part, halt, self._closing):
+                elif _sleep(part, halt, self._closing, gone=client_gone):
                     break
+            if request.client_closed_at is not None:
+                handler.close_connection = True
+                return
             if halt.is_set():
                 for data in reply.on_stop:
                     send(data)
@@ -237,10 +253,25 @@ class FakeServer:
                     self._halts.pop(reply.task_id, None)
 
 
-def _sleep(seconds: float, *wake: threading.Event) -> bool:
-    """Sleep, or return True as soon as one of `wake` is set."""
+def _sleep(seconds: float, *wake: threading.Event, gone: Callable[[], bool] | None = None) -> bool:
+    """Sleep, or return True as soon as one of `wake` is set (or `gone()` holds)."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         if any(event.wait(min(left, 0.02)) for event in wake):
             return True
+        if gone is not None and gone():
+            return True
     return any(event.is_set() for event in wake)
+
+
+def _closed_by_peer(connection: socket.socket) -> bool:
+    """True when the peer has closed or reset the connection (readable, and reading finds its end)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        if not readable:
+            return False
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
