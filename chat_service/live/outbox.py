@@ -1,6 +1,7 @@
 """A socket's one writer: every byte sent to a WebSocket client (frames, pings, pongs, the close frame)
-is queued here and written by one thread, so no two greenlets ever write to the same socket and a
-client that stops reading blocks nobody but its own writer.
+goes through here. What the kernel takes at once is written at once, without waiting; the rest is
+queued and written by one writer (a greenlet or thread, started when needed), so no two greenlets ever
+write to the same socket and a client that stops reading blocks nobody but its own writer.
 
 `Outbox` stands in for the client's socket under simple-websocket (it is put in the WSGI environ before
 the handshake): `send` queues, `recv` reads the real socket. The queue's bound applies to the app's
@@ -31,6 +32,8 @@ def _spawn(work):
 class Outbox:
     def __init__(self, sock: socket.socket, *, max_frames: int, max_bytes: int) -> None:
         self._sock = sock
+        # The OS socket under gevent's cooperative one: a non-blocking `send` on it never yields.
+        self._raw = getattr(sock, "_sock", sock)
         self.max_frames, self.max_bytes = max_frames, max_bytes
         self._queue: deque[bytes] = deque()
         self._frames = self._bytes = 0  # queued or being written
@@ -49,17 +52,32 @@ class Outbox:
 
     def send(self, data: bytes) -> int:
         """Queue `data` for the writer; never blocks. After close, bytes are dropped."""
+        size = len(data)
         with self._done:
             if self._closing:
-                return len(data)
+                return size
+            if self._writer is None:  # nothing queued: try to write at once, without waiting
+                data = self._send_now(data)
+                if not data:
+                    return size
             self._queue.append(bytes(data))
             self._frames += 1
             self._bytes += len(data)
             if self._writer is None:
                 self._writer = _spawn(self._write)
-        return len(data)
+        return size
 
     sendall = send
+
+    def _send_now(self, data: bytes) -> bytes:
+        """Write what the kernel takes right now (never waiting); what is left, for the writer."""
+        try:
+            sent = self._raw.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return data
+        except OSError:
+            return data  # the writer meets the same error and shuts the socket
+        return data[sent:]
 
     def close(self) -> None:
         """Take no more writes; the writer sends what is queued, then shuts the socket."""
