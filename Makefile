@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python bench/relay_latency.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/redis_traffic.py
+	$(BIN)/python bench/slow_consumer.py
 	$(BIN)/python bench/rest_overhead.py
 	$(BIN)/python bench/mixed_load.py
 	$(BIN)/python bench/paging.py
