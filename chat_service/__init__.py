@@ -39,10 +39,12 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     shared.health.init_app(app, db, checks={"redis": bus.check} if bus.configured else None)
     shared.metrics.init_app(app)
 
-    from chat_service import api, views
+    from chat_service import api, sync, views
     from chat_service.live import socket
 
+    sync.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api.internal_bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(socket.bp)
     return app

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from chat_service.providers.dify import parse_inputs
 from shared.config import SharedConfig
+
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class Config(SharedConfig):
@@ -19,9 +22,15 @@ class Config(SharedConfig):
         self.AI_PROVIDER = env("AI_PROVIDER", "echo").strip().lower() or "echo"
         self.DIFY_API_URL = env("DIFY_API_URL", "https://api.dify.ai/v1")
         self.DIFY_API_KEY = env("DIFY_API_KEY", "")
+        # Dify's `inputs` for every turn (a JSON object), under a session's own; bad JSON fails startup.
+        self.DIFY_INPUTS = parse_inputs(env("DIFY_INPUTS", "{}"), "DIFY_INPUTS")
+        # How long Dify's `GET /parameters` (input form, opening statement, ...) is reused.
+        self.DIFY_PARAMETERS_CACHE_SECONDS = float(env("DIFY_PARAMETERS_CACHE_SECONDS", "300"))
         self.OPENAI_BASE_URL = env("OPENAI_BASE_URL", "https://api.openai.com/v1")
         self.OPENAI_API_KEY = env("OPENAI_API_KEY", "")
         self.OPENAI_MODEL = env("OPENAI_MODEL", "gpt-4o-mini")
+        # After a completed reply, a session still titled 新会话 (by nobody's choice) gets a generated title.
+        self.TITLE_GENERATION = env("TITLE_GENERATION", "true").strip().lower() not in FALSE_WORDS
         self.ECHO_DELAY_SECONDS = float(env("ECHO_DELAY_SECONDS", "0.05"))
         # Read timeout well above Dify's 10 s keep-alive pings; it bounds a silent stream, not a turn.
         self.PROVIDER_CONNECT_TIMEOUT_SECONDS = float(env("PROVIDER_CONNECT_TIMEOUT_SECONDS", "5"))
@@ -48,7 +57,9 @@ class Config(SharedConfig):
         self.STORE_RETRY_SECONDS = float(env("STORE_RETRY_SECONDS", "10"))
         # Each Redis call's connect and read timeout: a silent Redis is left for in-process delivery then.
         self.REDIS_TIMEOUT_SECONDS = float(env("REDIS_TIMEOUT_SECONDS", "1"))
-        # Waits between retries of the Dify link to conversation_service.
-        self.LINK_RETRY_DELAYS = tuple(
-            float(d) for d in env("LINK_RETRY_DELAYS", "0.5,1,2,4,8,16").split(",") if d.strip()
-        )
+        # The outbox worker that mirrors sessions to conversation_service (chat_service.sync): on in
+        # every server process; polls every interval; a failed delivery is retried after 0.5 s, 1 s, ...
+        # up to the cap.
+        self.OUTBOX_WORKER = env("OUTBOX_WORKER", "true").strip().lower() not in ("0", "false", "no", "off")
+        self.OUTBOX_INTERVAL_SECONDS = float(env("OUTBOX_INTERVAL_SECONDS", "0.5"))
+        self.OUTBOX_MAX_BACKOFF_SECONDS = float(env("OUTBOX_MAX_BACKOFF_SECONDS", "10"))

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from chat_service.models import DEFAULT_TITLE, ChatMessage, ChatSession, utcnow
+from chat_service.models import DEFAULT_TITLE, OUTBOX, ChatMessage, ChatSession, epoch_ms, utcnow
+from shared import outbox
 
 Order = Literal["asc", "desc"]
 
@@ -40,6 +41,18 @@ def _commit_keeping(db: Session, row: object) -> None:
         set_committed_value(row, key, value)
 
 
+def mirror(db: Session, session_id: str) -> None:
+    """Have the session's conversation record follow it: an outbox row (topic `record`) in the open
+    transaction, delivered by chat_service.sync once it commits."""
+    outbox.enqueue(db, OUTBOX, "record", session_id)
+
+
+def next_version(column: sa.ColumnElement[int], now_ms: int) -> sa.ColumnElement[int]:
+    """A change's version: now in ms, or one more than the stored version when that is not older (two
+    changes in one millisecond, or a clock behind the other side's), so versions only ever grow."""
+    return sa.case((column >= now_ms, column + 1), else_=now_ms)
+
+
 def _live_messages(session_id: str) -> sa.ColumnElement[bool]:
     # `= false`, not `IS false`: MariaDB uses only an equality as a key part, so that the index
     # (session_id, is_deleted, message_id) gives both the rows and their order (no filesort).
@@ -57,8 +70,12 @@ def create_session(db: Session, session_id: str, user_id: str, title: str = DEFA
         created_at=now,
         updated_at=now,
         is_deleted=False,
+        title_version=epoch_ms(now) if title != DEFAULT_TITLE else 0,
+        dify_version=0,
     )
     db.add(session)
+    db.flush()
+    mirror(db, session_id)
     _commit_keeping(db, session)
     return session
 
@@ -88,10 +105,58 @@ def count_sessions(db: Session, user_id: str) -> int:
     return db.scalar(query) or 0
 
 
-def soft_delete_session(db: Session, session_id: str) -> bool:
-    """Mark the session deleted; False if it was not live."""
+def soft_delete_session(db: Session, session_id: str, *, mirror_record: bool = True) -> bool:
+    """Mark the session deleted; False if it was not live. Its Dify conversation is deleted after it, and
+    its record too unless `mirror_record` is false (the deletion came from the record)."""
     result = db.execute(
         sa.update(ChatSession).where(_live_session(session_id)).values(is_deleted=True, updated_at=utcnow())
+    )
+    if result.rowcount != 1:
+        db.rollback()
+        return False
+    if mirror_record:
+        mirror(db, session_id)
+    outbox.enqueue(db, OUTBOX, "dify_delete", session_id)
+    db.commit()
+    return True
+
+
+def set_generated_title(db: Session, session_id: str, title: str) -> bool:
+    """Give a live session a generated title, only if nobody ever set one (`title_version` 0); its record
+    follows. True if it was applied (a rename made meanwhile wins)."""
+    result = db.execute(
+        sa.update(ChatSession)
+        .where(_live_session(session_id), ChatSession.title_version == 0)
+        .values(title=title, title_version=next_version(ChatSession.title_version, epoch_ms()))
+    )
+    if result.rowcount != 1:
+        db.rollback()
+        return False
+    mirror(db, session_id)
+    db.commit()
+    return True
+
+
+def set_session_inputs(db: Session, session_id: str, inputs: str) -> bool:
+    """Replace a live session's Dify inputs (JSON text); False if it is not live."""
+    result = db.execute(sa.update(ChatSession).where(_live_session(session_id)).values(inputs=inputs))
+    db.commit()
+    return result.rowcount == 1
+
+
+def get_any_session(db: Session, session_id: str) -> ChatSession | None:
+    """The session with this id, deleted or not (for mirroring it), or None."""
+    return db.get(ChatSession, session_id, populate_existing=True)
+
+
+def apply_title(db: Session, session_id: str, title: str, version: int) -> bool:
+    """Take a title set elsewhere (the session's record) at `version`, unless the session is deleted or
+    its title is as new; not mirrored back. `updated_at` stays: it is the session's own activity, which
+    the record follows (bumping it here would leave the record behind)."""
+    result = db.execute(
+        sa.update(ChatSession)
+        .where(_live_session(session_id), ChatSession.title_version < version)
+        .values(title=title, title_version=version)
     )
     db.commit()
     return result.rowcount == 1
@@ -99,16 +164,33 @@ def soft_delete_session(db: Session, session_id: str) -> bool:
 
 def update_session_title(db: Session, session_id: str, new_title: str | None = None) -> bool:
     """Rename the session (no title given: back to the default); False if it is not live."""
+    now = utcnow()
     result = db.execute(
         sa.update(ChatSession)
         .where(_live_session(session_id))
-        .values(title=new_title if new_title is not None else DEFAULT_TITLE, updated_at=utcnow())
+        .values(
+            title=new_title if new_title is not None else DEFAULT_TITLE,
+            title_version=next_version(ChatSession.title_version, epoch_ms(now)),
+            updated_at=now,
+        )
     )
+    if result.rowcount != 1:
+        db.rollback()
+        return False
+    mirror(db, session_id)
     db.commit()
-    return result.rowcount == 1
+    return True
 
 
-def create_message(db: Session, session_id: str, content: str, role: str) -> ChatMessage | None:
+def create_message(
+    db: Session,
+    session_id: str,
+    content: str,
+    role: str,
+    *,
+    dify_message_id: str | None = None,
+    usage: str | None = None,
+) -> ChatMessage | None:
     """Store a message and count it on its session in one transaction; None if the session is gone.
 
     The count is bumped by an atomic `UPDATE ... SET message_count = message_count + 1` that also
@@ -124,6 +206,7 @@ def create_message(db: Session, session_id: str, content: str, role: str) -> Cha
     if bumped.rowcount != 1:
         db.rollback()
         return None
+    mirror(db, session_id)  # the record's activity time follows (one upsert; the session is locked)
     message = ChatMessage(
         session_id=session_id,
         role=role,
@@ -131,6 +214,8 @@ def create_message(db: Session, session_id: str, content: str, role: str) -> Cha
         created_at=now,
         updated_at=now,
         is_deleted=False,
+        dify_message_id=dify_message_id,
+        usage=usage,
     )
     db.add(message)
     _commit_keeping(db, message)

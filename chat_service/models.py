@@ -9,6 +9,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_service.extensions import db
+from shared.outbox import outbox_table
 
 DEFAULT_TITLE = "新会话"
 ROLES = ("user", "assistant", "system")
@@ -47,6 +48,12 @@ class ChatSession(db.Model):
     # The Dify conversation this session continues, and its record in conversation_service once linked.
     dify_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), default=None)
     conversation_record_id: Mapped[str | None] = mapped_column(sa.String(20), default=None)
+    # Versions (ms since the epoch of the change; 0: never set) that order changes mirrored to the
+    # session's record: the higher version of a title or Dify id wins on either side (docs: sync).
+    title_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    dify_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # Dify's `inputs` this session's turns send (a JSON object as text), over `DIFY_INPUTS`.
+    inputs: Mapped[str | None] = mapped_column(sa.Text, default=None)
 
 
 class ChatMessage(db.Model):
@@ -64,3 +71,16 @@ class ChatMessage(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # What the AI provider said about a reply: Dify's message id, and its usage as JSON text.
+    dify_message_id: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    usage: Mapped[str | None] = mapped_column(sa.Text, default=None)
+
+
+# Changes to mirror in conversation_service (topics "record", "dify_delete"): shared/outbox.py.
+OUTBOX = outbox_table(db.metadata)
+
+
+def epoch_ms(moment: datetime | None = None) -> int:
+    """Milliseconds since the epoch of a naive UTC time (now by default): the versions of changes."""
+    moment = moment or utcnow()
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)

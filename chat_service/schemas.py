@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from chat_service.models import CONTENT_MAX, ROLES, TITLE_MAX
@@ -62,6 +65,28 @@ class CreateMessageBody(Body):
     session_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     content = Content(required=True)
     role = fields.String(load_default="user", validate=validate.OneOf(ROLES))
+
+
+INPUTS_MAX = 50
+INPUT_VALUE_MAX = 4000
+
+
+def _inputs(value: dict) -> None:
+    """Dify's inputs: at most 50 variables, each a string (at most 4,000 characters), number or bool."""
+    if len(value) > INPUTS_MAX:
+        raise ValidationError(f"at most {INPUTS_MAX} variables")
+    for name, item in value.items():
+        if not 0 < len(name) <= 64 or "\x00" in name:
+            raise ValidationError(f"{name!r}: a variable name has 1 to 64 characters")
+        if isinstance(item, str):
+            if len(item) > INPUT_VALUE_MAX or "\x00" in item:
+                raise ValidationError(f"{name!r}: at most {INPUT_VALUE_MAX} characters, no NUL")
+        elif not isinstance(item, int | float | bool) or not math.isfinite(item):
+            raise ValidationError(f"{name!r}: a string, a number or a boolean")
+
+
+class InputsBody(Body):
+    inputs = fields.Dict(keys=fields.String(), required=True, validate=_inputs)
 
 
 class EditMessageBody(Body):
@@ -131,8 +156,18 @@ class SessionSummarySchema(SessionSchema):
         fields = ("session_id", "title", "message_count", "created_at")
 
 
+class JsonText(fields.Dict):
+    """A JSON object stored as text (a reply's `usage`), answered as the object; null when none."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return super()._serialize(json.loads(value) if isinstance(value, str) else value, attr, obj, **kwargs)
+
+
 class MessageSchema(Schema):
-    """The whole ChatMessage object of the seed's model structure."""
+    """The whole ChatMessage object of the seed's model structure, plus the provider's `usage` of a
+    reply (tokens, and with Dify price, currency and latency; null when the provider gave none)."""
 
     message_id = fields.Integer()
     session_id = fields.String()
@@ -141,6 +176,21 @@ class MessageSchema(Schema):
     created_at = fields.DateTime(format=UTC_FORMAT)
     updated_at = fields.DateTime(format=UTC_FORMAT)
     is_deleted = fields.Boolean()
+    usage = JsonText(allow_none=True, dump_default=None)
+
+
+class InputsSchema(Schema):
+    session_id = fields.String()
+    inputs = fields.Dict()
+
+
+class ParametersSchema(Schema):
+    """The AI app's parameters (Dify's `GET /parameters`, the parts a client shows)."""
+
+    opening_statement = fields.String(allow_none=True)
+    suggested_questions = fields.List(fields.String())
+    suggested_questions_after_answer = fields.Dict()
+    user_input_form = fields.List(fields.Dict())
 
 
 class MessageBriefSchema(MessageSchema):

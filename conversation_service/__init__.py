@@ -31,8 +31,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     shared.metrics.init_app(app)
     app.extensions["snowflake"] = Snowflake(app.config["SNOWFLAKE_WORKER_ID"])
 
-    from conversation_service import api
+    from conversation_service import api, sync
 
+    sync.init_app(app)
     app.url_map.converters["conversation_id"] = api.ConversationIdConverter
     app.register_blueprint(api.bp)
     app.register_blueprint(api.internal_bp)

@@ -19,3 +19,15 @@ class Config(SharedConfig):
         ZoneInfo(self.TIMEZONE)  # an unknown zone fails at start, not on the first response
         # Unset: derived per process from the host name and pid (see snowflake.py and the docs).
         self.SNOWFLAKE_WORKER_ID = parse_worker_id(environ.get("SNOWFLAKE_WORKER_ID"))
+        # chat_service, where changes to a chat session's record are mirrored (conversation_service.sync).
+        self.CHAT_SERVICE_URL = environ.get("CHAT_SERVICE_URL", "http://127.0.0.1:5001")
+        # The outbox worker that delivers them: on in every server process; polls every interval; a
+        # failed delivery is retried after 0.5 s, 1 s, ... up to the cap.
+        self.OUTBOX_WORKER = environ.get("OUTBOX_WORKER", "true").strip().lower() not in (
+            "0",
+            "false",
+            "no",
+            "off",
+        )
+        self.OUTBOX_INTERVAL_SECONDS = float(environ.get("OUTBOX_INTERVAL_SECONDS", "0.5"))
+        self.OUTBOX_MAX_BACKOFF_SECONDS = float(environ.get("OUTBOX_MAX_BACKOFF_SECONDS", "10"))

@@ -9,12 +9,13 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from conversation_service.extensions import db
+from shared.outbox import outbox_table
 
 DEFAULT_TITLE = "新会话"
 TITLE_MAX = 255
 DIFY_ID_MAX = 100
 USER_ID_MAX = 64
-LIST_KEY = ("user_id", "is_deleted", "is_pinned")
+CHAT_SESSION_ID_MAX = 36
 LIST_KEY = ("user_id", "is_deleted", "is_pinned")
 
 # Microsecond timestamps on MySQL/MariaDB too, so ordering by time is as fine-grained on every backend.
@@ -38,6 +39,9 @@ class AiConversation(db.Model):
         sa.UniqueConstraint(
             "user_id", "dify_conversation_id", "delete_token", name="uq_ai_conversations_dify_link"
         ),
+        # The record of a chat session: one per session, ever. A deleted record keeps its session id
+        # (a tombstone), so a replayed delivery can never create the record again.
+        sa.UniqueConstraint("user_id", "chat_session_id", name="uq_ai_conversations_chat_session"),
         {"mysql_charset": "utf8mb4"},
     )
 
@@ -50,3 +54,23 @@ class AiConversation(db.Model):
     updated_time: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     delete_token: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # The chat session this record mirrors (null: a standalone record made through the public API), and
+    # the versions (ms since the epoch of the change; 0: never set) that order mirrored changes.
+    chat_session_id: Mapped[str | None] = mapped_column(sa.String(CHAT_SESSION_ID_MAX), nullable=True)
+    title_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    dify_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+
+
+# Changes to mirror in chat_service (topic "session", key: the record id): shared/outbox.py.
+OUTBOX = outbox_table(db.metadata)
+
+
+def epoch_ms(moment: datetime | None = None) -> int:
+    """Milliseconds since the epoch of a naive UTC time (now by default): the versions of changes."""
+    moment = moment or utcnow()
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The naive UTC time of a ms epoch."""
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from conversation_service.models import DIFY_ID_MAX, TITLE_MAX
+from conversation_service.models import DIFY_ID_MAX, TITLE_MAX, epoch_ms
 from shared.paging import MAX_PAGE, MAX_PAGE_SIZE
 
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -190,6 +190,35 @@ class LinkBody(Body):
     title = Title(load_default=None, allow_none=True)
 
 
+class StrictBoolean(fields.Boolean):
+    """`true` or `false` as JSON booleans only (not 1, "true")."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> bool:
+        if type(value) is not bool:
+            raise ValidationError("must be a boolean: true or false")
+        return value
+
+
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def EpochMs(**kwargs) -> fields.Integer:
+    """Milliseconds since the epoch, a JSON integer (a version, or a time)."""
+    return fields.Integer(strict=True, validate=validate.Range(0, MAX_EPOCH_MS), **kwargs)
+
+
+class ChatSessionStateBody(Body):
+    """A chat session's state, as chat_service delivers it (every field optional but the versioned)."""
+
+    title = Title(load_default=None, allow_none=True)
+    title_version = EpochMs(data_key="titleVersion", load_default=0)
+    dify_conversation_id = DifyId(load_default=None, allow_none=True)
+    dify_version = EpochMs(data_key="difyVersion", load_default=0)
+    activity_time = EpochMs(data_key="activityTime", load_default=None)
+    created_time = EpochMs(data_key="createdTime", load_default=None)
+    deleted = StrictBoolean(load_default=False)
+
+
 # --- responses --------------------------------------------------------------------------------
 
 
@@ -203,6 +232,17 @@ class ConversationSchema(Schema):
     is_pinned = fields.Function(lambda record: int(record.is_pinned), data_key="isPinned")
     created_time = LocalTime(data_key="createdTime")
     updated_time = LocalTime(data_key="updatedTime")
+    # The chat session this record mirrors; null for a standalone record.
+    chat_session_id = fields.String(data_key="chatSessionId", allow_none=True)
+
+
+class RecordStateSchema(ConversationSchema):
+    """A chat session's record as the internal routes show it: deleted ones too, with versions."""
+
+    title_version = fields.Integer(data_key="titleVersion")
+    dify_version = fields.Integer(data_key="difyVersion")
+    activity_time = fields.Function(lambda record: epoch_ms(record.updated_time), data_key="activityTime")
+    deleted = fields.Function(lambda record: bool(record.is_deleted))
 
 
 class ConversationPageSchema(Schema):

@@ -19,7 +19,15 @@ BOB = "542738228948500481"
 
 
 def base_environ(database_url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING", **extra}
+    """A service's settings for a test. The outbox worker is off (no thread polling per app, no
+    deliveries to a service that is not there) unless a test turns it on (tests/sync)."""
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "LOG_LEVEL": "WARNING",
+        "OUTBOX_WORKER": "false",
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -44,7 +52,7 @@ def chat_app(chat_database):
     app.config["TESTING"] = True
     yield app
     with app.app_context():
-        clear_tables(chat_db, ["chat_messages", "chat_sessions"])
+        clear_tables(chat_db, ["chat_messages", "chat_sessions", "sync_outbox"])
         chat_db.engine.dispose()
 
 
@@ -68,7 +76,7 @@ def conversation_app(conversation_database):
     app.config["TESTING"] = True
     yield app
     with app.app_context():
-        clear_tables(conversation_db, ["ai_conversations"])
+        clear_tables(conversation_db, ["ai_conversations", "sync_outbox"])
         conversation_db.engine.dispose()
 
 

@@ -17,8 +17,12 @@ from conversation_service.extensions import db as conversation_db
 from tests.conftest import base_environ
 
 SERVICES = {
-    "chat_service": (chat_service.create_app, chat_db, {"chat_sessions", "chat_messages"}),
-    "conversation_service": (conversation_service.create_app, conversation_db, {"ai_conversations"}),
+    "chat_service": (chat_service.create_app, chat_db, {"chat_sessions", "chat_messages", "sync_outbox"}),
+    "conversation_service": (
+        conversation_service.create_app,
+        conversation_db,
+        {"ai_conversations", "sync_outbox"},
+    ),
 }
 
 

@@ -1,10 +1,23 @@
-"""The REST API under /api/chat: every route needs a user (or a service acting for one)."""
+"""The REST API under /api/chat: every route needs a user (or a service acting for one); and the
+internal routes under /internal/chat, for conversation_service only (never through the gateway)."""
 
-from flask import Blueprint
+from flask import Blueprint, g
 
-from shared.auth import require_user
+from shared.auth import USER_HEADER, require_service, require_user
+from shared.errors import BadRequest
 
 bp = Blueprint("api", __name__, url_prefix="/api/chat")
 bp.before_request(require_user)
 
-from chat_service.api import messages, sessions  # noqa: E402, F401 - routes register on bp
+
+def require_service_for_user() -> None:
+    """`before_request` of internal routes: a service token that names the user in X-User-Id."""
+    require_service()
+    if "user_id" not in g:
+        raise BadRequest(f"name the user in the {USER_HEADER} header")
+
+
+internal_bp = Blueprint("internal", __name__, url_prefix="/internal/chat")
+internal_bp.before_request(require_service_for_user)
+
+from chat_service.api import inputs, internal, messages, sessions  # noqa: E402, F401 - routes register on bps

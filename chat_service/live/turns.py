@@ -1,8 +1,9 @@
 """AI turns: one per session at a time, each run in its own thread so it outlives the socket that asked.
 
-A turn reads as a straight line: claim the session, store the user's message, stream the provider's
-events to every socket (each delta recorded with its frame), store the reply, release the claim once,
-announce the reply. With Redis the claim and the reply so far are shared by every instance:
+A turn reads as a straight line: claim the session, store the user's message, run it (`runner.py`:
+stream the provider's events to every socket, each delta recorded with its frame; store the reply),
+release the claim once, announce the reply. With Redis the claim and the reply so far are shared by
+every instance:
 
 - the claim `chat:turn:<session>` holds the turn id with a short TTL that a heartbeat refreshes while
   the turn runs, so a crashed worker frees the session within `TURN_CLAIM_TTL_SECONDS`;
@@ -23,24 +24,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from sqlalchemy.exc import SQLAlchemyError
 
-from chat_service import crud, events, metrics
+from chat_service import crud, events
 from chat_service.extensions import db
-from chat_service.providers.base import (
-    Delta,
-    Finished,
-    Linked,
-    Provider,
-    ProviderError,
-    Replace,
-    Started,
-    Stream,
-    TurnRequest,
-)
-from chat_service.services import links, messages
-from shared.errors import DatabaseUnavailable, OperationFailed, SessionNotFound, UpstreamFailed
-from shared.tracing import bound_trace_id, current_trace_id
+from chat_service.live.runner import Runner, with_retries
+from chat_service.providers.base import Provider, Stream, TurnRequest
+from chat_service.services import inputs, messages
+from shared.errors import OperationFailed, SessionNotFound, UpstreamFailed
+from shared.tracing import current_trace_id
 
 if TYPE_CHECKING:
     from chat_service.live.bus import Bus
@@ -50,7 +41,6 @@ log = logging.getLogger(__name__)
 
 HISTORY_MESSAGES = 20
 KEY_PREFIX = "chat:turn:"
-_STORE_FIRST_DELAY, _STORE_MAX_DELAY = 0.2, 2.0
 INTERRUPTED = "the reply was interrupted: the instance generating it stopped"
 
 # KEYS: claim, state, text; ARGV: turn id, ttl ms. Refresh (or release) only the caller's own claim.
@@ -86,9 +76,8 @@ class Turn:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     stream: Stream | None = None
     started_at: float = field(default_factory=time.monotonic)
-    # The session's Dify conversation when the turn began, and whether conversation_service has it.
+    # The session's Dify conversation (as the turn began; then the one the provider named).
     dify_conversation_id: str | None = None
-    linked: bool = False
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -122,6 +111,7 @@ class Turns:
         self._ttl_ms = int(float(app.config["TURN_CLAIM_TTL_SECONDS"]) * 1000)
         self._store_retry_seconds = float(app.config["STORE_RETRY_SECONDS"])
         self._instance = uuid.uuid4().hex
+        self._runner = Runner(app, bus, provider, keys=_keys, release=self._release)
         self._local: dict[str, Turn] = {}
         self._watched: dict[str, _Watched] = {}
         self._lock = threading.Lock()
@@ -148,10 +138,12 @@ class Turns:
                 {"role": m.role, "content": m.content}
                 for m in crud.list_messages(db.session, session_id, 1, HISTORY_MESSAGES, order="desc")[::-1]
             ]
+            turn_inputs = inputs.for_turn(session)  # a 1001 before anything is stored or sent
             turn.dify_conversation_id = session.dify_conversation_id
-            turn.linked = session.conversation_record_id is not None
-            message = self._with_retries(
-                "storing the user message", lambda: messages.store_message(session_id, content)
+            message = with_retries(
+                "storing the user message",
+                lambda: messages.store_message(session_id, content),
+                self._store_retry_seconds,
             )
             turn.user_message_id = message.message_id
             state = _keys(session_id)[1]
@@ -161,10 +153,10 @@ class Turns:
             raise
         finally:
             db.session.remove()  # no turn holds a database connection while the reply streams
-        request = TurnRequest(user_id, content, history, turn.dify_conversation_id, turn.trace_id)
-        threading.Thread(
-            target=self._run, args=(turn, request), name=f"turn-{session_id}", daemon=True
-        ).start()
+        request = TurnRequest(
+            user_id, content, history, turn.dify_conversation_id, turn.trace_id, inputs=turn_inputs
+        )
+        self._runner.start(turn, request)
         return turn
 
     def stop(self, session_id: str) -> None:
@@ -337,124 +329,3 @@ class Turns:
                 error = UpstreamFailed(INTERRUPTED, data={"detail": INTERRUPTED, "turn_id": entry.turn_id})
                 with self._app.app_context():
                     self._bus.deliver_here(session_id, events.error_frame(error))
-
-    # -- running a turn --------------------------------------------------------------------------------
-
-    def _run(self, turn: Turn, request: TurnRequest) -> None:
-        with self._app.app_context(), bound_trace_id(turn.trace_id):
-            announce = None
-            try:
-                finished, failure = self._relay(turn, request)
-                announce = self._settle(turn, finished, failure)
-            except Exception:
-                log.exception("AI turn failed unexpectedly", extra={"session_id": turn.session_id})
-                announce = events.error_frame(UpstreamFailed("internal error while finishing the reply"))
-            finally:
-                self._release(turn)
-                db.session.remove()
-            if announce is not None:
-                self._bus.publish(turn.session_id, announce)
-
-    def _relay(self, turn: Turn, request: TurnRequest) -> tuple[bool, ProviderError | None]:
-        """Stream the provider's events to the sockets: whether the provider finished the reply, and
-        the failure that ended it early, if any."""
-        stream = self._provider.start(request)
-        turn.stream = stream
-        finished = False
-        try:
-            with stream:
-                if turn.stop_requested.is_set():
-                    stream.cancel()
-                for event in stream:
-                    finished = self._apply(turn, event) or finished
-        except ProviderError as error:
-            return False, error
-        return finished, None
-
-    def _apply(self, turn: Turn, event: object) -> bool:
-        """Relay one provider event; True when it ends the reply."""
-        match event:
-            case Delta(text=text) | Replace(text=text):
-                self._progress(turn, text, replace=isinstance(event, Replace))
-            case Linked(conversation_id=conversation_id):
-                links.remember(turn, conversation_id)
-            case Started(task_id=task_id):
-                log.info("AI turn started", extra={"task_id": task_id, "session_id": turn.session_id})
-            case Finished():
-                return True
-        return False
-
-    def _progress(self, turn: Turn, text: str, *, replace: bool) -> None:
-        """One piece: recorded (for `turn_state`) in the same Redis round trip as its frame."""
-        if turn.seq == 0:
-            metrics.first_token(self._provider.name, time.monotonic() - turn.started_at)
-        turn.content = text if replace else turn.content + text
-        turn.seq += 1
-        seq, (_, state, reply) = turn.seq, _keys(turn.session_id)
-        data = {"content": text, "seq": seq, "turn_id": turn.turn_id} | ({"replace": True} if replace else {})
-
-        def record(pipe) -> None:
-            pipe.set(reply, text) if replace else pipe.append(reply, text)
-            pipe.hset(state, "seq", seq)
-            if seq == 1 or replace:
-                pipe.pexpire(reply, self._ttl_ms)
-
-        self._bus.publish(turn.session_id, events.frame("delta", data), record=record)
-        time.sleep(0)  # under gevent, let the sockets' writers run now, not at the next blocking read
-
-    def _settle(self, turn: Turn, finished: bool, failure: ProviderError | None) -> dict | None:
-        """Store the reply (or say why there is none); the frame that announces the outcome."""
-        stopped = turn.stop_requested.is_set()
-        provider = self._provider.name
-        if stopped:
-            metrics.turn_finished(provider, "stopped")
-            try:
-                turn.stream.stop()  # tells Dify to stop generating; the others just drop the connection
-            except Exception as error:
-                log.warning("provider stop call failed: %s", error)
-        elif failure is not None or not finished or not turn.content:
-            metrics.turn_finished(provider, "failed")
-            reason = failure.reason if failure else "the provider ended the reply without content"
-            log.warning("AI turn failed: %s", reason, extra={"session_id": turn.session_id})
-            return events.error_frame(UpstreamFailed(reason))
-        else:
-            metrics.turn_finished(provider, "completed")
-        if not turn.content:
-            if crud.get_session(db.session, turn.session_id) is None:
-                return None  # stopped by deleting the session: nothing to store or tell
-            empty = {"message_id": None, "session_id": turn.session_id, "role": "assistant", "content": ""}
-            return events.frame("assistant_message", empty | {"stopped": True})
-        try:
-            message = self._with_retries(
-                "storing the reply",
-                lambda: crud.create_message(db.session, turn.session_id, turn.content, "assistant"),
-            )
-        except SQLAlchemyError:
-            log.error(
-                "the reply could not be stored; it was sent to the session's sockets",
-                extra={"session_id": turn.session_id, "turn_id": turn.turn_id},
-            )
-            data = {
-                "detail": "the reply could not be stored",
-                "turn_id": turn.turn_id,
-                "content": turn.content,
-            }
-            return events.error_frame(DatabaseUnavailable(data=data))
-        if message is None:
-            return None  # the session was deleted meanwhile: nothing is stored
-        return events.message_frame(message, stopped=stopped)
-
-    def _with_retries(self, what: str, work):
-        """`work()`, retried with backoff while the database fails, for up to `STORE_RETRY_SECONDS`."""
-        deadline = time.monotonic() + self._store_retry_seconds
-        delay = _STORE_FIRST_DELAY
-        while True:
-            try:
-                return work()
-            except SQLAlchemyError as error:
-                db.session.remove()
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("%s failed, retrying in %.1fs: %s", what, delay, error.__class__.__name__)
-                time.sleep(delay)
-                delay = min(delay * 2, _STORE_MAX_DELAY)

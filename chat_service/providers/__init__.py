@@ -6,16 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from chat_service.providers.base import (
+    REASONS,
     Delta,
     Event,
     Finished,
     Linked,
+    Paused,
     Provider,
     ProviderError,
     Replace,
     Started,
     Stream,
     TurnRequest,
+    normalize_usage,
 )
 from chat_service.providers.dify import DifyProvider
 from chat_service.providers.echo import EchoProvider
@@ -25,6 +28,7 @@ PROVIDERS = {"echo": EchoProvider, "dify": DifyProvider, "openai": OpenAIProvide
 
 __all__ = [
     "PROVIDERS",
+    "REASONS",
     "Delta",
     "DifyProvider",
     "EchoProvider",
@@ -32,6 +36,7 @@ __all__ = [
     "Finished",
     "Linked",
     "OpenAIProvider",
+    "Paused",
     "Provider",
     "ProviderError",
     "Replace",
@@ -39,6 +44,7 @@ __all__ = [
     "Stream",
     "TurnRequest",
     "make_provider",
+    "normalize_usage",
 ]
 
 

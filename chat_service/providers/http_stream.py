@@ -26,8 +26,8 @@ _MAX_ERROR_BODY = 65536
 class StreamCut(ProviderError):
     """The stream ended (or the connection dropped) before the provider's terminal event."""
 
-    def __init__(self, reason: str = "the provider's stream ended before the reply was complete") -> None:
-        super().__init__(reason)
+    def __init__(self, message: str = "the provider's stream ended before the reply was complete") -> None:
+        super().__init__(message, reason_code="stream_cut")
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class HttpStream:
             attempt,
             self._policy.tries,
             delay,
-            retry.error.reason,
+            retry.error.upstream_message,
         )
         self._cancel.wait(delay)
 
@@ -180,11 +180,13 @@ class HttpStream:
                 call.url, json=call.body, headers=call.headers, stream=True, timeout=call.timeout
             )
         except requests.ReadTimeout:
-            raise ProviderError("the provider did not answer in time") from None
+            raise ProviderError("the provider did not answer in time", reason_code="unavailable") from None
         except requests.ConnectionError as exc:
-            raise _Retry(ProviderError(f"cannot reach the provider: {type(exc).__name__}")) from None
+            message = f"cannot reach the provider: {type(exc).__name__}"
+            raise _Retry(ProviderError(message, reason_code="unavailable")) from None
         except requests.RequestException as exc:
-            raise ProviderError(f"the provider call failed: {type(exc).__name__}") from None
+            message = f"the provider call failed: {type(exc).__name__}"
+            raise ProviderError(message, reason_code="unavailable") from None
         self._set_response(response)
         if self.cancelled:
             self._set_response(None)
@@ -219,7 +221,8 @@ class HttpStream:
             except ReadTimeoutError:
                 if self.cancelled:
                     return
-                raise ProviderError("the provider stopped sending (read timeout)") from None
+                message = "the provider stopped sending (read timeout)"
+                raise ProviderError(message, reason_code="unavailable") from None
             except (ProtocolError, OSError, ValueError):
                 if self.cancelled:
                     return
@@ -241,7 +244,7 @@ class _Retry(Exception):
     """A failure that another call may cure."""
 
     def __init__(self, error: ProviderError, retry_after: str | None = None) -> None:
-        super().__init__(error.reason)
+        super().__init__(error.upstream_message)
         self.error = error
         self.retry_after = retry_after
 

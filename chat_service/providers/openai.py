@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
 
-from chat_service.providers.base import Delta, Event, Finished, ProviderError, TurnRequest
+from chat_service.providers.base import (
+    Delta,
+    Event,
+    Finished,
+    ProviderError,
+    TurnRequest,
+    normalize_usage,
+)
 from chat_service.providers.http_stream import (
     Call,
     HttpFailure,
@@ -23,10 +31,15 @@ from shared.http import traced_headers
 
 # A 429 naming a quota will not pass by waiting: never retried.
 _QUOTA_CODES = {"insufficient_quota"}
+# Reasoning models' thinking, which is no part of an answer: closed blocks, and one left open at the end.
+_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
 
 
 def decode_openai(frames: Iterator[SSEEvent]) -> Iterator[Event]:
-    """`data: {chunk}` frames as our events; ends at `data: [DONE]`, or at EOF after a `finish_reason`."""
+    """`data: {chunk}` frames as our events; ends at `data: [DONE]`, or at EOF after a `finish_reason`.
+
+    The usage chunk `stream_options.include_usage` asks for (empty `choices`, after the last
+    `finish_reason`) becomes `Finished.usage`, normalized."""
     finished = False
     usage: dict | None = None
     try:
@@ -39,13 +52,14 @@ def decode_openai(frames: Iterator[SSEEvent]) -> Iterator[Event]:
             try:
                 chunk = json.loads(frame.data)
             except ValueError:
-                raise ProviderError("the provider sent a chunk that is not JSON") from None
+                message = "the provider sent a chunk that is not JSON"
+                raise ProviderError(message, reason_code="internal") from None
             if not isinstance(chunk, dict):
                 continue
             if "error" in chunk:
                 raise _error_of(chunk, None)
             if isinstance(chunk.get("usage"), dict):
-                usage = chunk["usage"]
+                usage = normalize_usage(chunk["usage"]) or usage
             choices = chunk.get("choices")
             choice = choices[0] if isinstance(choices, list) and choices else None
             if not isinstance(choice, dict):
@@ -70,8 +84,8 @@ def _error_of(parsed: dict, status: int | None) -> ProviderError:
         message, code = error.get("message"), error.get("code") or error.get("type")
     else:
         message, code = error, None
-    reason = message if isinstance(message, str) and message else "the provider reported an error"
-    return ProviderError(reason, status=status, code=code if isinstance(code, str) else None)
+    text = message if isinstance(message, str) and message else "the provider reported an error"
+    return ProviderError(text, status=status, code=code if isinstance(code, str) else None)
 
 
 def read_openai_error(status: int, body: bytes) -> HttpFailure:
@@ -127,7 +141,12 @@ class OpenAIProvider:
         """A stream for the turn: the history plus the new user message; sent when first iterated."""
         messages = [{"role": m["role"], "content": m["content"]} for m in turn.history]
         messages.append({"role": "user", "content": turn.query})
-        body = {"model": self.model, "stream": True, "messages": messages}
+        body = {
+            "model": self.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},  # the last chunk then carries the usage
+            "messages": messages,
+        }
         headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -136,5 +155,51 @@ class OpenAIProvider:
         )
         return HttpStream(self.session, call, decode_openai, read_openai_error, self.policy)
 
+    def complete(self, messages: list[dict], max_tokens: int | None = None) -> str:
+        """One short, non-streamed completion of `messages` (`[{"role", "content"}]`), e.g. a title:
+        its text with reasoning (`<think>...</think>`) removed and whitespace trimmed (possibly empty).
+        A ProviderError (our `reason`, as for a turn) when the call fails or answers no message; the
+        call is never retried and waits at most the provider's (connect, read) timeout."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "stream": False,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        }
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        try:
+            response = self.session.post(
+                f"{self.base_url}/chat/completions",
+                json=body,
+                headers=traced_headers(headers),
+                timeout=self.timeout,
+            )
+        except requests.Timeout:
+            raise ProviderError("the provider did not answer in time", reason_code="unavailable") from None
+        except requests.RequestException as exc:
+            message = f"cannot reach the provider: {type(exc).__name__}"
+            raise ProviderError(message, reason_code="unavailable") from None
+        with response:
+            if response.status_code != 200:
+                raise read_openai_error(response.status_code, response.content).error
+            parsed = json_object(response.content)
+        if "error" in parsed:
+            raise _error_of(parsed, None)
+        choices = parsed.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise ProviderError("the provider answered without a message", reason_code="internal")
+        return strip_reasoning(content)
+
     def close(self) -> None:
         self.session.close()
+
+
+def strip_reasoning(text: str) -> str:
+    """`text` without `<think>...</think>` blocks (an unclosed one runs to the end), trimmed."""
+    return _THINK.sub("", text).strip()

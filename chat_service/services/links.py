@@ -1,6 +1,6 @@
-"""The Dify link: a session remembers its Dify conversation, and conversation_service gets a record of
-it. The record is made in the background with retries, so a slow or failing conversation_service never
-breaks or slows the chat."""
+"""The Dify link: a session remembers the Dify conversation it continues, and its record in
+conversation_service gets the id through the outbox (chat_service.sync), durably. The relay of a reply
+never waits for either: the id is stored in the background."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from chat_service import live
+from chat_service import crud
 from chat_service.extensions import db
-from chat_service.models import ChatSession
+from chat_service.models import OUTBOX, ChatSession, epoch_ms
+from shared import outbox
 from shared.tracing import bound_trace_id
 
 if TYPE_CHECKING:
@@ -22,69 +23,74 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STORE_TRIES = 3
+
 
 def remember(turn: Turn, dify_conversation_id: str) -> None:
-    """Store the Dify conversation id on the session and link it, in the background: the relay of the
-    reply never waits on the database or on conversation_service. Nothing to do when both are done."""
-    store = dify_conversation_id != turn.dify_conversation_id
-    if not store and turn.linked:
+    """Store the Dify conversation id on the session (with its version) and have the session's record
+    follow, in the background. Nothing to do when the session already has this id."""
+    if dify_conversation_id == turn.dify_conversation_id:
         return
     threading.Thread(
         target=_remember,
-        args=(current_app._get_current_object(), turn, dify_conversation_id, store),
+        args=(current_app._get_current_object(), turn, dify_conversation_id),
         name=f"link-{turn.session_id}",
         daemon=True,
     ).start()
 
 
-def _remember(app: Flask, turn: Turn, dify_id: str, store: bool) -> None:
+def _remember(app: Flask, turn: Turn, dify_id: str) -> None:
     with app.app_context(), bound_trace_id(turn.trace_id):
-        if store:
-            db.session.execute(
-                sa.update(ChatSession)
-                .where(ChatSession.session_id == turn.session_id)
-                .values(dify_conversation_id=dify_id)
-            )
-            db.session.commit()
-        title = db.session.scalar(
-            sa.select(ChatSession.title).where(ChatSession.session_id == turn.session_id)
-        )
-        db.session.remove()
-        if not turn.linked:
-            _link(app, turn.user_id, turn.session_id, dify_id, title, turn.trace_id)
-
-
-def _link(app: Flask, user_id: str, session_id: str, dify_id: str, title: str | None, trace_id: str) -> None:
-    client = live.of(app).conversations
-    for attempt, delay in enumerate((0, *app.config["LINK_RETRY_DELAYS"]), start=1):
-        time.sleep(delay)
-        try:
-            response = client.request(
-                "PUT",
-                f"/internal/ai/conversation/dify/{dify_id}",
-                user_id=user_id,
-                trace_id=trace_id,
-                json={"title": title or dify_id},
-            )
-            if response.ok:
-                record_id = str(response.json()["data"]["id"])
-                db.session.execute(
-                    sa.update(ChatSession)
-                    .where(ChatSession.session_id == session_id)
-                    .values(conversation_record_id=record_id)
-                )
-                db.session.commit()
+        for attempt in range(1, STORE_TRIES + 1):
+            try:
+                store(turn.session_id, dify_id)
+                return
+            except Exception as error:
+                db.session.rollback()
+                log.warning("storing the Dify conversation id failed (attempt %d): %s", attempt, error)
+                time.sleep(0.5 * attempt)
+            finally:
                 db.session.remove()
-                return
-            if response.status_code < 500 and response.status_code != 429:
-                log.error(
-                    "conversation_service refused the link (%s): %s",
-                    response.status_code,
-                    response.text[:300],
-                )
-                return
-            reason = f"HTTP {response.status_code}"
-        except Exception as error:
-            reason = str(error)
-        log.warning("linking Dify conversation failed (attempt %d): %s", attempt, reason)
-    log.error("gave up linking Dify conversation %s of session %s", dify_id, session_id)
+        log.error("gave up storing Dify conversation %s of session %s", dify_id, turn.session_id)
+
+
+def forget(session_id: str, dify_conversation_id: str) -> bool:
+    """Clear the session's Dify conversation id if it is still `dify_conversation_id` (Dify no longer
+    knows it), versioned now, so the record drops it too; synchronous, one transaction."""
+    session = db.session
+    current = session.scalar(
+        sa.select(ChatSession.dify_conversation_id)
+        .where(ChatSession.session_id == session_id)
+        .with_for_update()
+    )
+    if current != dify_conversation_id:
+        session.rollback()
+        return False
+    return store(session_id, None)
+
+
+def store(session_id: str, dify_id: str | None) -> bool:
+    """Set the session's Dify conversation id, versioned now, and enqueue its record's update (and the
+    Dify conversation's deletion if the session was deleted meanwhile); one transaction. False if the
+    session is gone."""
+    session = db.session
+    # The session row first, as every writer of a session (crud: no deadlock on MariaDB).
+    deleted = session.scalar(
+        sa.select(ChatSession.is_deleted).where(ChatSession.session_id == session_id).with_for_update()
+    )
+    if deleted is None:
+        session.rollback()
+        return False
+    session.execute(
+        sa.update(ChatSession)
+        .where(ChatSession.session_id == session_id)
+        .values(
+            dify_conversation_id=dify_id,
+            dify_version=crud.next_version(ChatSession.dify_version, epoch_ms()),
+        )
+    )
+    crud.mirror(session, session_id)
+    if deleted:
+        outbox.enqueue(session, OUTBOX, "dify_delete", session_id)
+    session.commit()
+    return True

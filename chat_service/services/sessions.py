@@ -51,10 +51,44 @@ def rename_session(user_id: str, session_id: str, new_title: str) -> ChatSession
 
 def delete_session(user_id: str, session_id: str) -> None:
     session = owned_session(user_id, session_id)
-    if not crud.soft_delete_session(db.session, session.session_id):
+    if not remove_session(session.session_id):
         raise SessionNotFound()  # deleted meanwhile
-    live.current().turns.stop(session.session_id)  # nothing more is generated, nor stored
-    events.session_deleted(session.session_id)
+
+
+def remove_session(session_id: str, *, mirror_record: bool = True) -> bool:
+    """Soft-delete a live session, stop its turn and tell its sockets; False if it was not live. Its
+    Dify conversation is deleted after it, and its record unless the deletion came from there."""
+    if not crud.soft_delete_session(db.session, session_id, mirror_record=mirror_record):
+        return False
+    live.current().turns.stop(session_id)  # nothing more is generated, nor stored
+    events.session_deleted(session_id)
+    return True
+
+
+def apply_synced(
+    session_id: str,
+    user_id: str,
+    *,
+    title: str | None = None,
+    title_version: int = 0,
+    deleted: bool = False,
+) -> ChatSession:
+    """A change made to the session's record, applied here (and not mirrored back): a title newer than
+    the session's, a deletion. A deleted session stays deleted. 7001 if the session never existed, 403
+    if it is not `user_id`'s."""
+    session = crud.get_any_session(db.session, parse_session_id(session_id))
+    if session is None:
+        raise SessionNotFound()
+    if session.user_id != user_id:
+        raise Forbidden("the session belongs to another user")
+    if session.is_deleted:
+        return session
+    newer = title is not None and title_version > session.title_version
+    if newer and crud.apply_title(db.session, session.session_id, title, title_version):
+        events.session_updated(session)
+    if deleted:
+        remove_session(session.session_id, mirror_record=False)
+    return crud.get_any_session(db.session, session.session_id)
 
 
 def latest_messages(session: ChatSession, limit: int = LATEST_MESSAGES) -> list[ChatMessage]:

@@ -1,11 +1,22 @@
 """/internal/ai/conversation: what other services call with a service token (never through the gateway)."""
 
+import uuid
+
 from conversation_service.api import internal_bp
-from conversation_service.schemas import ConversationSchema, LinkBody
+from conversation_service.schemas import ChatSessionStateBody, ConversationSchema, LinkBody, RecordStateSchema
 from conversation_service.services import conversations
 from conversation_service.services.conversations import parse_dify_path_id
 from shared.auth import current_user_id
 from shared.decorators import body, response
+from shared.errors import BadRequest
+
+
+def parse_chat_session_id(raw: str) -> str:
+    """A chat session id is a UUID (answered in canonical lowercase form); anything else is a 400."""
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, TypeError, AttributeError):
+        raise BadRequest(f"malformed chat session id: {raw!r} is not a UUID") from None
 
 
 @internal_bp.put("/dify/<dify_conversation_id>")
@@ -15,3 +26,21 @@ def link_dify_conversation(data, dify_conversation_id):
     """The user's record for this Dify conversation, created with `title` the first time (idempotent)."""
     dify_id = parse_dify_path_id(dify_conversation_id)
     return conversations.link(current_user_id(), dify_id, data["title"])
+
+
+@internal_bp.put("/chat/<chat_session_id>")
+@body(ChatSessionStateBody)
+@response(RecordStateSchema)
+def mirror_chat_session(data, chat_session_id):
+    """The record of a chat session follows the session's state (chat_service's outbox delivers it):
+    created the first time, a deleted record never changes again, a title or Dify id only with a higher
+    version. Idempotent; a replayed or reordered delivery changes nothing. Answers the record's state."""
+    session_id = parse_chat_session_id(chat_session_id)
+    return conversations.mirror_chat_session(current_user_id(), session_id, data)
+
+
+@internal_bp.get("/chat/<chat_session_id>")
+@response(RecordStateSchema)
+def get_chat_session_record(chat_session_id):
+    """The record of a chat session, deleted or not, with its versions (for reconcile); 7002 if none."""
+    return conversations.owned_chat_record(current_user_id(), parse_chat_session_id(chat_session_id))

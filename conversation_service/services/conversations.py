@@ -12,8 +12,17 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from conversation_service.extensions import db
-from conversation_service.models import DEFAULT_TITLE, DIFY_ID_MAX, AiConversation, utcnow
+from conversation_service.models import (
+    DEFAULT_TITLE,
+    DIFY_ID_MAX,
+    OUTBOX,
+    AiConversation,
+    epoch_ms,
+    from_epoch_ms,
+    utcnow,
+)
 from conversation_service.schemas import parse_id
+from shared import outbox
 from shared.errors import BadRequest, ConversationNotFound, Forbidden, OperationFailed
 from shared.paging import Page
 
@@ -23,6 +32,18 @@ SORT_COLUMNS = {
     "title": AiConversation.title,
 }
 Record = AiConversation
+
+
+def _mirror(record_id: int) -> None:
+    """Have the record's chat session follow it: an outbox row (topic `session`) in the open
+    transaction, delivered by conversation_service.sync once it commits."""
+    outbox.enqueue(db.session, OUTBOX, "session", str(record_id))
+
+
+def next_version(column: sa.ColumnElement[int], now_ms: int) -> sa.ColumnElement[int]:
+    """A change's version: now in ms, or one more than the stored version when that is not older, so
+    versions only ever grow."""
+    return sa.case((column >= now_ms, column + 1), else_=now_ms)
 
 
 def _new_id() -> int:
@@ -108,15 +129,21 @@ def update(user_id: str, conversation_id: int, changes: dict[str, Any]) -> Recor
     record = owned(user_id, conversation_id)
     if not changes:
         return record
-    values = {**changes, "updated_time": utcnow()}
+    now = utcnow()
+    values = {**changes, "updated_time": now}
     if "is_pinned" in values:
         values["is_pinned"] = bool(values["is_pinned"])
+    mirrored = "title" in changes and record.chat_session_id is not None
+    if mirrored:  # the session follows (pinning and the Dify id are the record's own)
+        values["title_version"] = next_version(AiConversation.title_version, epoch_ms(now))
     with _one_link_per_dify_conversation(user_id, changes.get("dify_conversation_id"), record.id):
         result = db.session.execute(
             sa.update(AiConversation)
             .where(AiConversation.id == record.id, AiConversation.is_deleted.is_(False))
             .values(**values)
         )
+        if result.rowcount == 1 and mirrored:
+            _mirror(record.id)
     if result.rowcount != 1:
         raise ConversationNotFound()  # deleted meanwhile
     return record
@@ -222,8 +249,11 @@ def _soft_delete(user_id: str, ids: list[int]) -> int:
 
 
 def delete(user_id: str, conversation_id: int) -> None:
-    owned(user_id, conversation_id)
+    record = owned(user_id, conversation_id)
+    linked = record.chat_session_id is not None
     deleted = _soft_delete(user_id, [conversation_id])
+    if deleted == 1 and linked:
+        _mirror(conversation_id)
     db.session.commit()
     if deleted != 1:
         raise ConversationNotFound()  # deleted meanwhile
@@ -233,6 +263,13 @@ def delete_many(user_id: str, ids: list[int]) -> None:
     """Delete all the given records or none: any unknown, deleted or foreign id refuses the lot."""
     ids = list(dict.fromkeys(ids))
     if _soft_delete(user_id, ids) == len(ids):
+        linked = db.session.scalars(
+            sa.select(AiConversation.id).where(
+                AiConversation.id.in_(ids), AiConversation.chat_session_id.is_not(None)
+            )
+        )
+        for record_id in linked.all():
+            _mirror(record_id)
         db.session.commit()
         return
     db.session.rollback()
@@ -284,3 +321,140 @@ def link(user_id: str, dify_id: str, title: str | None = None) -> Record:
             raise
         return existing
     return record
+
+
+# -- the records of chat sessions (the internal routes; conversation_service.sync) -------------------
+
+
+def chat_record(user_id: str, chat_session_id: str) -> Record | None:
+    """The record of this chat session, deleted or not; None if there is none; 403 if it is another
+    user's."""
+    of_session = sa.select(AiConversation).where(AiConversation.chat_session_id == chat_session_id)
+    record = db.session.scalar(
+        of_session.where(AiConversation.user_id == user_id).execution_options(populate_existing=True)
+    )
+    if record is None and db.session.scalar(
+        sa.select(of_session.where(AiConversation.user_id != user_id).exists())
+    ):
+        raise Forbidden("the chat session's record belongs to another user")
+    return record
+
+
+def owned_chat_record(user_id: str, chat_session_id: str) -> Record:
+    record = chat_record(user_id, chat_session_id)
+    if record is None:
+        raise ConversationNotFound()
+    return record
+
+
+def mirror_chat_session(user_id: str, chat_session_id: str, state: dict[str, Any]) -> Record:
+    """Make the record of a chat session follow the session's `state` (title, title_version,
+    dify_conversation_id, dify_version, activity_time and created_time in ms, deleted); not mirrored back.
+
+    Created the first time (a tombstone when the session is already deleted). A deleted record never
+    changes again: a replayed delivery cannot bring it back. Otherwise a title or Dify id is taken only
+    with a higher version than the stored one, the update time only moves forward, and `deleted`
+    deletes. Idempotent, and safe under concurrency: one record per (user, session) by a unique
+    constraint; a losing insert retries as an update.
+    """
+    for _attempt in range(3):
+        record = chat_record(user_id, chat_session_id)
+        if record is None:
+            record = _adopt(user_id, chat_session_id, state)
+        if record is None:
+            try:
+                return _create_chat_record(user_id, chat_session_id, state)
+            except IntegrityError:  # created concurrently, or the Dify id is another record's
+                db.session.rollback()
+                continue
+        if record.is_deleted:
+            return record
+        try:
+            _apply_chat_state(record, state, with_dify=True)
+        except IntegrityError:  # the Dify id is another live record's: keep the rest
+            db.session.rollback()
+            _apply_chat_state(record, state, with_dify=False)
+        return chat_record(user_id, chat_session_id)
+    raise OperationFailed("the chat session's record changed concurrently; try again")
+
+
+def _adopt(user_id: str, chat_session_id: str, state: dict[str, Any]) -> Record | None:
+    """A live, unmirrored record of the same Dify conversation (made by the older Dify link), taken as
+    the session's record; None if there is none."""
+    dify_id = state.get("dify_conversation_id")
+    if not dify_id:
+        return None
+    record = _linked(user_id, dify_id)
+    if record is None or record.chat_session_id is not None:
+        return None
+    adopted = db.session.execute(
+        sa.update(AiConversation)
+        .where(AiConversation.id == record.id, AiConversation.chat_session_id.is_(None))
+        .values(chat_session_id=chat_session_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    return chat_record(user_id, chat_session_id) if adopted == 1 else None
+
+
+def _create_chat_record(user_id: str, chat_session_id: str, state: dict[str, Any]) -> Record:
+    now = utcnow()
+    created = from_epoch_ms(state["created_time"]) if state.get("created_time") else now
+    activity = from_epoch_ms(state["activity_time"]) if state.get("activity_time") else created
+    record_id = _new_id()
+    deleted = bool(state.get("deleted"))
+    dify_id = state.get("dify_conversation_id")
+    if dify_id and not deleted and _linked(user_id, dify_id) is not None:
+        dify_id = None  # another live record has it (1004 on the public routes): left off this one
+    record = AiConversation(
+        id=record_id,
+        user_id=user_id,
+        title=state.get("title") or DEFAULT_TITLE,
+        title_version=int(state.get("title_version") or 0),
+        dify_conversation_id=dify_id,
+        dify_version=int(state.get("dify_version") or 0) if dify_id else 0,
+        chat_session_id=chat_session_id,
+        is_pinned=False,
+        created_time=created,
+        updated_time=max(activity, created),
+        is_deleted=deleted,
+        delete_token=record_id if deleted else 0,
+    )
+    db.session.add(record)
+    db.session.commit()
+    return record
+
+
+def _apply_chat_state(record: Record, state: dict[str, Any], *, with_dify: bool) -> None:
+    """The state's newer parts, each by a conditional UPDATE of the live record, in one transaction."""
+    this = sa.and_(AiConversation.id == record.id, AiConversation.is_deleted == sa.false())
+
+    def change(where: sa.ColumnElement[bool] | None, **values: Any) -> None:
+        condition = this if where is None else sa.and_(this, where)
+        db.session.execute(
+            sa.update(AiConversation)
+            .where(condition)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    title, title_version = state.get("title"), int(state.get("title_version") or 0)
+    if title is not None and title_version > 0:
+        change(AiConversation.title_version < title_version, title=title, title_version=title_version)
+    dify_version = int(state.get("dify_version") or 0)
+    if with_dify and dify_version > 0:
+        change(
+            AiConversation.dify_version < dify_version,
+            dify_conversation_id=state.get("dify_conversation_id"),
+            dify_version=dify_version,
+        )
+    if state.get("activity_time"):
+        activity = from_epoch_ms(state["activity_time"])
+        change(AiConversation.updated_time < activity, updated_time=activity)
+    if state.get("deleted"):
+        change(None, is_deleted=True, delete_token=AiConversation.id, updated_time=utcnow())
+    db.session.commit()

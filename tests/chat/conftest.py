@@ -28,10 +28,11 @@ def live_chat_factory(chat_database):
     yield start
     for context, app in reversed(started):
         context.__exit__(None, None, None)
+        app.extensions["outbox"].stop()  # started only where a test turned OUTBOX_WORKER on
         live.of(app).close()
     if started:
         with started[0][1].app_context():
-            clear_tables(db, ["chat_messages", "chat_sessions"])
+            clear_tables(db, ["chat_messages", "chat_sessions", "sync_outbox"])
             db.engine.dispose()
 
 
@@ -42,7 +43,7 @@ def live_conversation(conversation_database):
     with serve(app) as url:
         yield url, app
     with app.app_context():
-        clear_tables(conversation_db, ["ai_conversations"])
+        clear_tables(conversation_db, ["ai_conversations", "sync_outbox"])
         conversation_db.engine.dispose()
 
 
@@ -52,6 +53,6 @@ def clean_chat_database(chat_database):
     yield chat_database
     app = create_app(base_environ(chat_database))
     with app.app_context():
-        clear_tables(db, ["chat_messages", "chat_sessions"])
+        clear_tables(db, ["chat_messages", "chat_sessions", "sync_outbox"])
         db.engine.dispose()
     live.of(app).close()

@@ -58,7 +58,6 @@ def provider_environ(database: str, provider: str, fake, **extra: str) -> dict[s
         AI_PROVIDER=provider,
         # No conversation_service: the Dify link fails once, quietly, in the background.
         CONVERSATION_SERVICE_URL=f"http://127.0.0.1:{free_port()}",
-        LINK_RETRY_DELAYS="",
         **keys,
         **extra,
     )

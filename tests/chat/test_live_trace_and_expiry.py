@@ -53,7 +53,6 @@ def dify_server(database, dify, tmp_path):
         PROVIDER_RETRY_BASE_SECONDS="0.01",
         # No conversation_service: linking the Dify conversation fails, and says so in the log.
         CONVERSATION_SERVICE_URL=f"http://127.0.0.1:{free_port()}",
-        LINK_RETRY_DELAYS="0.05",
     )
     log = tmp_path / "chat.log"
     with production_server(environ, log) as server:

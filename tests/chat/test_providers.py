@@ -12,6 +12,7 @@ import pytest
 
 from chat_service.config import Config
 from chat_service.providers import (
+    REASONS,
     Delta,
     DifyProvider,
     EchoProvider,
@@ -158,6 +159,8 @@ def test_echo_cancel_ends_it_mid_stream(later):
 
 
 def test_dify_sends_the_documented_request_and_streams_the_reply(dify, dify_provider):
+    t = DifyTurn()
+    dify.script(t.reply("Hello", " from", " Dify"))
     events, error = run(dify_provider.start(turn("你好")))
     assert error is None
     request = dify.chat_requests[0]
@@ -167,12 +170,12 @@ def test_dify_sends_the_documented_request_and_streams_the_reply(dify, dify_prov
         "user": USER,
         "response_mode": "streaming",
         "conversation_id": "",
-        "auto_generate_name": True,
+        "auto_generate_name": False,
     }
     assert request.headers["Authorization"] == f"Bearer {dify.api_key}"
     assert request.headers["X-Trace-Id"] == TRACE
-    assert isinstance(events[0], Linked) and isinstance(events[1], Started)
-    assert events[2:] == [Delta("Hello"), Delta(" from"), Delta(" Dify"), Finished(USAGE)]
+    assert events[:2] == [Linked(t.conversation_id), Started(t.task_id)]
+    assert events[2:] == [Delta("Hello"), Delta(" from"), Delta(" Dify"), Finished(USAGE, t.message_id)]
 
 
 def test_dify_continues_the_given_conversation(dify, dify_provider):
@@ -228,18 +231,22 @@ def test_dify_agent_messages_append_and_other_events_are_ignored(dify, dify_prov
     parts = [
         t.event("agent_thought", thought="thinking", position=1, tool=""),
         t.message("agent ", event="agent_message"),
-        t.event("message_file", type="image", url="https://x/y.png"),
+        t.event("message_file", id="file-1", type="image", belongs_to="assistant", url="https://x/y.png"),
         t.event("tts_message", audio="AAAA"),
         t.event("text_chunk", data={"text": "ignored"}),
+        t.event("reasoning_chunk", data={"reasoning": "ignored", "is_final": False}),
         t.event("brand_new_event", surprise={"nested": [1, 2]}),
-        t.message("reply"),
+        t.agent_message("reply"),
         t.event("tts_message_end", audio=""),
-        frame({"event": "message", "answer": "!", "task_id": t.task_id, "unknown_key": 1}),
+        frame({"event": "agent_message", "answer": "!", "task_id": t.task_id, "unknown_key": 1}),
         t.end(),
     ]
     dify.script(t.stream(parts))
     events, error = run(dify_provider.start(turn()))
     assert error is None and reply_text(events) == "agent reply!"
+    assert not any(isinstance(e, Replace) for e in events)
+    file = {"id": "file-1", "type": "image", "url": "https://x/y.png", "belongs_to": "assistant"}
+    assert events[-1] == Finished(USAGE, t.message_id, (file,))
 
 
 def test_dify_chatflow_workflow_events_are_interleaved(dify, dify_provider):
@@ -255,7 +262,8 @@ def test_dify_chatflow_workflow_events_are_interleaved(dify, dify_provider):
     ]
     dify.script(t.stream(parts))
     events, error = run(dify_provider.start(turn()))
-    assert error is None and reply_text(events) == "flow answer" and events[-1] == Finished(USAGE)
+    assert error is None and reply_text(events) == "flow answer"
+    assert events[-1] == Finished(USAGE, t.message_id)
 
 
 def test_dify_failed_workflow_fails_the_turn(dify, dify_provider):
@@ -263,7 +271,9 @@ def test_dify_failed_workflow_fails_the_turn(dify, dify_provider):
     failed = t.workflow("workflow_finished", status="failed", error="Node LLM run failed: boom")
     dify.script(t.stream([t.workflow("workflow_started"), t.message("par"), failed]))
     _, error = run(dify_provider.start(turn()))
-    assert error is not None and error.reason == "Node LLM run failed: boom"
+    assert error is not None and error.upstream_message == "Node LLM run failed: boom"
+    assert (error.reason_code, error.code) == ("internal", "workflow_failed")
+    assert "boom" not in error.reason and "boom" not in str(error)
     assert len(dify.chat_requests) == 1
 
 
@@ -274,11 +284,12 @@ def test_dify_mid_stream_error_event_fails_with_its_message(dify, dify_provider)
     )
     events, error = run(dify_provider.start(turn()))
     assert Delta("half") in events
-    assert (error.reason, error.status, error.code) == (
+    assert (error.upstream_message, error.status, error.code) == (
         "Model quota exceeded",
         400,
         "provider_quota_exceeded",
     )
+    assert error.reason_code == "quota_exceeded" and error.reason == REASONS["quota_exceeded"]
     assert len(dify.chat_requests) == 1
 
 
@@ -286,7 +297,7 @@ def test_dify_frame_that_is_not_json_fails(dify, dify_provider):
     t = DifyTurn()
     dify.script(t.stream([t.message("a"), b"data: {not json\n\n", t.end()]))
     _, error = run(dify_provider.start(turn()))
-    assert error is not None and "not JSON" in error.reason
+    assert error is not None and "not JSON" in error.upstream_message and error.reason_code == "internal"
 
 
 # --- Dify: errors and retries --------------------------------------------------------------------------
@@ -315,11 +326,12 @@ def test_dify_retry_after_is_capped(dify, dify_provider):
 def test_dify_rate_limit_error_is_a_quota_and_not_retried(dify, dify_provider):
     dify.script(dify_error(429, "rate_limit_error", "Rate limit exceeded for this app.", retry_after="0"))
     _, error = run(dify_provider.start(turn()))
-    assert (error.reason, error.status, error.code) == (
+    assert (error.upstream_message, error.status, error.code) == (
         "Rate limit exceeded for this app.",
         429,
         "rate_limit_error",
     )
+    assert error.reason_code == "quota_exceeded"
     assert len(dify.chat_requests) == 1
 
 
@@ -331,28 +343,35 @@ def test_dify_5xx_is_retried_up_to_three_tries_in_all(dify, dify_provider):
 
     dify.script(boom, boom, boom, boom)
     _, error = run(dify_provider.start(turn()))
-    assert (error.reason, error.status) == ("Internal Server Error.", 500)
+    assert (error.upstream_message, error.status, error.reason_code) == (
+        "Internal Server Error.",
+        500,
+        "unavailable",
+    )
     assert len(dify.chat_requests) == 6
 
 
 def test_dify_non_json_error_body_still_gives_a_reason(dify, dify_provider):
     dify.script(*[ErrorReply(503, "upstream overloaded")] * 3)
     _, error = run(dify_provider.start(turn()))
-    assert error.reason == "Dify answered HTTP 503: upstream overloaded" and error.status == 503
+    assert error.upstream_message == "Dify answered HTTP 503: upstream overloaded" and error.status == 503
+    assert error.reason == REASONS["unavailable"]
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "message"),
+    ("status", "code", "message", "reason_code"),
     [
-        (404, "not_found", "Conversation Not Exists."),
-        (400, "invalid_param", "query is required"),
-        (400, "app_unavailable", "App unavailable, please check your app configurations."),
+        (404, "not_found", "Conversation Not Exists.", "conversation_gone"),
+        (400, "conversation_completed", "The conversation has ended.", "conversation_gone"),
+        (400, "invalid_param", "query is required", "bad_request"),
+        (400, "app_unavailable", "App unavailable, please check your app configurations.", "unavailable"),
     ],
 )
-def test_dify_client_errors_are_not_retried(dify, dify_provider, status, code, message):
+def test_dify_client_errors_are_not_retried(dify, dify_provider, status, code, message, reason_code):
     dify.script(dify_error(status, code, message))
     _, error = run(dify_provider.start(turn(conversation_id="gone")))
-    assert (error.reason, error.status, error.code) == (message, status, code)
+    assert (error.upstream_message, error.status, error.code) == (message, status, code)
+    assert error.reason_code == reason_code and str(error) == REASONS[reason_code]
     assert len(dify.chat_requests) == 1
 
 
@@ -360,7 +379,8 @@ def test_dify_wrong_key_gives_dify_reason(dify):
     provider = DifyProvider(dify.url, "app-wrong")
     _, error = run(provider.start(turn()))
     provider.close()
-    assert (error.reason, error.status) == ("Access token is invalid", 401)
+    assert (error.upstream_message, error.status) == ("Access token is invalid", 401)
+    assert error.reason_code == "unauthorized"
 
 
 def test_dify_dropped_connection_before_an_answer_is_retried(dify, dify_provider):
@@ -378,7 +398,8 @@ def test_dify_unreachable_fails_after_three_tries():
     )
     _, error = run(provider.start(turn()))
     provider.close()
-    assert error is not None and error.reason.startswith("cannot reach the provider")
+    assert error is not None and error.upstream_message.startswith("cannot reach the provider")
+    assert error.reason_code == "unavailable" and "127.0.0.1" not in str(error)
 
 
 def test_dify_cut_before_any_frame_is_retried(dify, dify_provider):
@@ -392,7 +413,7 @@ def test_dify_cut_after_the_first_piece_fails_and_is_never_retried(dify, dify_pr
     dify.script(t.stream([t.message("Hel"), t.message("lo")], cut=True))
     events, error = run(dify_provider.start(turn()))
     assert reply_text(events) == "Hello" and not any(isinstance(e, Finished) for e in events)
-    assert error is not None and "cut" in error.reason
+    assert error is not None and "cut" in error.upstream_message and error.reason_code == "stream_cut"
     assert len(dify.chat_requests) == 1
 
 
@@ -400,7 +421,8 @@ def test_dify_stream_ending_without_message_end_fails(dify, dify_provider):
     t = DifyTurn()
     dify.script(t.stream([t.message("Hel")]))
     _, error = run(dify_provider.start(turn()))
-    assert error is not None and "ended before" in error.reason and len(dify.chat_requests) == 1
+    assert error is not None and "ended before" in error.upstream_message and len(dify.chat_requests) == 1
+    assert error.reason_code == "stream_cut"
 
 
 def test_dify_silence_beyond_the_read_timeout_fails(dify):
@@ -412,7 +434,9 @@ def test_dify_silence_beyond_the_read_timeout_fails(dify):
     dify.script(t.stream([t.message("a"), 2.0, t.end()]))
     _, error = run(provider.start(turn()))
     provider.close()
-    assert error is not None and "read timeout" in error.reason
+    assert (
+        error is not None and "read timeout" in error.upstream_message and error.reason_code == "unavailable"
+    )
 
 
 # --- Dify: stop and cancel -----------------------------------------------------------------------------
@@ -488,12 +512,14 @@ def test_cancel_during_a_retry_wait_ends_at_once(dify, later):
 def test_openai_sends_history_and_streams_the_reply(openai, openai_provider):
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "id": 3}]
     events, error = run(openai_provider.start(turn("how are you?", history=history)))
-    assert error is None and events == [Delta("Hello"), Delta(" from"), Delta(" OpenAI"), Finished(None)]
+    usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    assert error is None and events == [Delta("Hello"), Delta(" from"), Delta(" OpenAI"), Finished(usage)]
     request = openai.requests[0]
     assert request.path == "/v1/chat/completions"
     assert request.json == {
         "model": "fake-model",
         "stream": True,
+        "stream_options": {"include_usage": True},
         "messages": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "hello"},
@@ -532,7 +558,11 @@ def test_openai_error_body_gives_the_reason_and_is_not_retried(openai, openai_pr
         openai_error(400, "This model's maximum context length is 8192 tokens.", "invalid_request_error")
     )
     _, error = run(openai_provider.start(turn()))
-    assert (error.reason, error.status) == ("This model's maximum context length is 8192 tokens.", 400)
+    assert (error.upstream_message, error.status) == (
+        "This model's maximum context length is 8192 tokens.",
+        400,
+    )
+    assert error.reason_code == "bad_request"
     assert len(openai.requests) == 1
 
 
@@ -547,7 +577,8 @@ def test_openai_429_is_retried_but_a_quota_is_not(openai, openai_provider):
         openai_error(429, "You exceeded your current quota.", "insufficient_quota", "insufficient_quota")
     )
     _, error = run(openai_provider.start(turn()))
-    assert (error.reason, error.code) == ("You exceeded your current quota.", "insufficient_quota")
+    assert (error.upstream_message, error.code) == ("You exceeded your current quota.", "insufficient_quota")
+    assert error.reason_code == "quota_exceeded"
     assert len(openai.requests) == 3
 
 
@@ -561,7 +592,8 @@ def test_openai_mid_stream_error_chunk_fails(openai, openai_provider):
     error_chunk = b'data: {"error":{"message":"upstream model crashed","type":"server_error"}}\n\n'
     openai.script(SSEReply([chunk("par"), error_chunk]))
     events, error = run(openai_provider.start(turn()))
-    assert reply_text(events) == "par" and error.reason == "upstream model crashed"
+    assert reply_text(events) == "par" and error.upstream_message == "upstream model crashed"
+    assert error.reason_code == "unavailable"
     assert len(openai.requests) == 1
 
 

@@ -10,7 +10,16 @@ from tests.conftest import ALICE, BOB
 
 UNKNOWN = "123e4567-e89b-12d3-a456-426614174000"
 SESSION_FIELDS = ["session_id", "user_id", "title", "message_count", "created_at", "updated_at", "is_deleted"]
-MESSAGE_FIELDS = ["message_id", "session_id", "role", "content", "created_at", "updated_at", "is_deleted"]
+MESSAGE_FIELDS = [
+    "message_id",
+    "session_id",
+    "role",
+    "content",
+    "created_at",
+    "updated_at",
+    "is_deleted",
+    "usage",
+]
 
 
 # --- GET /aichat/getsessionlist/:user_id ----------------------------------------------------------

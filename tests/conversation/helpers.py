@@ -10,7 +10,16 @@ from tests.conftest import ALICE
 BASE = "/api/ai/conversation"
 UNKNOWN = "123456789012345678"
 LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
-FIELDS = ["id", "userId", "title", "difyConversationId", "isPinned", "createdTime", "updatedTime"]
+FIELDS = [
+    "id",
+    "userId",
+    "title",
+    "difyConversationId",
+    "isPinned",
+    "createdTime",
+    "updatedTime",
+    "chatSessionId",
+]
 
 
 def new_conversation(conv: ApiClient, title: str = "关于项目管理的讨论", user: str = ALICE, **body) -> dict:

@@ -170,9 +170,25 @@ class FakeServer:
                     super().finish()
 
             def do_POST(self) -> None:
+                self._serve("POST")
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
+
+            def do_PUT(self) -> None:
+                self._serve("PUT")
+
+            def do_PATCH(self) -> None:
+                self._serve("PATCH")
+
+            def _serve(self, method: str) -> None:
+                """Record the request, then answer it with what `route` says (any method)."""
                 length = int(self.headers.get("Content-Length") or 0)
                 request = RecordedRequest(
-                    "POST", self.path, CaseInsensitiveDict(self.headers.items()), self.rfile.read(length)
+                    method, self.path, CaseInsensitiveDict(self.headers.items()), self.rfile.read(length)
                 )
                 with fake._lock:
                     fake.requests.append(request)

@@ -49,6 +49,14 @@ ROUTES = [
     Route(
         "chat", "PATCH", "/api/chat/messages/<message_id>", "/api/chat/messages/{mid}", {"new_content": "x"}
     ),
+    Route("chat", "GET", "/api/chat/sessions/<session_id>/inputs", "/api/chat/sessions/{sid}/inputs"),
+    Route(
+        "chat",
+        "PUT",
+        "/api/chat/sessions/<session_id>/inputs",
+        "/api/chat/sessions/{sid}/inputs",
+        {"inputs": {"name": "x"}},
+    ),
     Route("chat", "GET", "/aichat/getsessionlist/<user_id>", "/aichat/getsessionlist/{user}"),
     Route("chat", "GET", "/aichat/getsessionlistshow/<user_id>", "/aichat/getsessionlistshow/{user}"),
     Route("chat", "GET", "/aichat/sessions/<session_id>", "/aichat/sessions/{sid}"),
@@ -76,17 +84,41 @@ ROUTES = [
 ]
 # Routes with no other user's record to aim at: B only ever sees B's own (checked below).
 OWN_ONLY = [
+    Route("chat", "GET", "/api/chat/parameters", "/api/chat/parameters"),
     Route("conv", "POST", "/api/ai/conversation", "/api/ai/conversation", {"title": "x"}),
     Route("conv", "GET", "/api/ai/conversation/list", "/api/ai/conversation/list"),
     Route("conv", "GET", "/api/ai/conversation/page", "/api/ai/conversation/page"),
 ]
-INTERNAL = Route(
-    "conv",
-    "PUT",
-    "/internal/ai/conversation/dify/<dify_conversation_id>",
-    "/internal/ai/conversation/dify/conv-x",
-    {"title": "x"},
-)
+# For services only (a service token naming the user): a user token is 403, none 401.
+INTERNAL = [
+    Route(
+        "conv",
+        "PUT",
+        "/internal/ai/conversation/dify/<dify_conversation_id>",
+        "/internal/ai/conversation/dify/conv-x",
+        {"title": "x"},
+    ),
+    Route(
+        "conv",
+        "PUT",
+        "/internal/ai/conversation/chat/<chat_session_id>",
+        "/internal/ai/conversation/chat/{sid}",
+        {"title": "x", "titleVersion": 1},
+    ),
+    Route(
+        "conv",
+        "GET",
+        "/internal/ai/conversation/chat/<chat_session_id>",
+        "/internal/ai/conversation/chat/{sid}",
+    ),
+    Route(
+        "chat",
+        "PUT",
+        "/internal/chat/sessions/<session_id>/sync",
+        "/internal/chat/sessions/{sid}/sync",
+        {"title": "x", "titleVersion": 9_999_999_999_999, "deleted": True},
+    ),
+]
 
 
 def _b64(data: dict) -> str:
@@ -140,7 +172,7 @@ def _snapshot(chat, conv, ids: dict) -> tuple:
 
 
 def test_the_matrix_covers_every_route(chat_app, conversation_app):
-    listed = {(r.service, r.method, r.rule) for r in [*ROUTES, *OWN_ONLY, INTERNAL]}
+    listed = {(r.service, r.method, r.rule) for r in [*ROUTES, *OWN_ONLY, *INTERNAL]}
     for service, app in (("chat", chat_app), ("conv", conversation_app)):
         for rule in app.url_map.iter_rules():
             if rule.rule in PUBLIC or rule.rule.startswith("/ws/"):
@@ -178,9 +210,16 @@ def test_routes_without_an_id_only_ever_show_the_callers_records(chat, conv, ali
     assert MARKER not in response.get_data(as_text=True)
 
 
-def test_the_internal_route_refuses_users_and_anonymous_callers(chat, conv, alice):
-    envelope(_call({"conv": conv}, INTERNAL, alice, user=ALICE), 403)
-    envelope(_call({"conv": conv}, INTERNAL, alice, user=None), 401)
+@pytest.mark.parametrize("route", INTERNAL, ids=lambda r: f"{r.method} {r.rule}")
+def test_the_internal_routes_refuse_users_and_anonymous_callers(chat, conv, alice, route):
+    clients = {"chat": chat, "conv": conv}
+    before = _snapshot(chat, conv, alice)
+    envelope(_call(clients, route, alice, user=ALICE), 403)
+    envelope(_call(clients, route, alice, user=None), 401)
+    for kind, token in _forged_tokens().items():
+        response = _call(clients, route, alice, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, (kind, response.get_json())
+    assert _snapshot(chat, conv, alice) == before
 
 
 @pytest.mark.parametrize(

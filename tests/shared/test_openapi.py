@@ -112,6 +112,7 @@ def test_conversation_service_document_uses_wire_names():
         "isPinned",
         "createdTime",
         "updatedTime",
+        "chatSessionId",
     }
     assert {"title", "difyConversationId", "isPinned"} <= set(schemas["CreateBody"]["properties"])
     for name, schema in schemas.items():
