@@ -21,6 +21,7 @@ from shared.errors import Forbidden, Unauthorized
 SERVICE_TYPE = "service"
 USER_HEADER = "X-User-Id"
 MIN_SECRET_BYTES = 32
+MAX_TOKEN_CHARS = 8192  # far above any real token; a bigger one is refused before it is decoded
 _USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 
 
@@ -57,10 +58,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or `Unauthorized` saying what is wrong with it."""
-        try:
-            alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError:
-            raise Unauthorized("malformed token") from None
+        alg = _unverified_alg(token)
         if alg not in self._keys:
             raise Unauthorized("token algorithm not allowed")
         required = ["exp", "sub"]
@@ -91,6 +89,22 @@ class TokenVerifier:
             except jwt.PyJWKClientError as error:
                 raise Unauthorized(f"invalid token: {error}") from None
         return self._keys[alg]
+
+
+def _unverified_alg(token: str) -> str:
+    """The `alg` a token's JOSE header names, checked for shape first: the header is the client's, so it
+    may be anything (`alg` a list or an object, `kid` a number, a header that is not an object)."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized("malformed token: too long")
+    try:
+        header = jwt.get_unverified_header(token)
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        raise Unauthorized("malformed token") from None
+    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
+        raise Unauthorized("malformed token: the header's alg must be a string")
+    if not isinstance(header.get("kid", ""), str):
+        raise Unauthorized("malformed token: the header's kid must be a string")
+    return header["alg"]
 
 
 def _pem(value: str) -> str:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chat_service import create_app
+from conversation_service import create_app as create_conversation_app
 from tests.api_client import envelope
 from tests.conftest import ALICE, BOB, SECRET, base_environ
 
@@ -181,3 +182,38 @@ def test_a_user_token_cannot_act_for_another_user(chat):
         envelope(chat.post("/api/chat/session", json={}, headers={"X-User-Id": ALICE}), 200)["user_id"]
         == ALICE
     )
+
+
+def _raw(header: bytes) -> str:
+    return base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+
+
+ODD_HEADERS = [
+    pytest.param("eyJhbGciOlsiSFMyNTYiXX0.e30.AAAA", id="alg-list"),
+    pytest.param(f"{_b64({'alg': {'HS256': 1}})}.e30.AAAA", id="alg-object"),
+    pytest.param(f"{_b64({'alg': None})}.e30.AAAA", id="alg-null"),
+    pytest.param(f"{_b64({'alg': 256})}.e30.AAAA", id="alg-number"),
+    pytest.param(f"{_raw(b'[1,2]')}.e30.AAAA", id="header-array"),
+    pytest.param(_raw(b'"HS256"') + ".e30.AAAA", id="header-string"),
+    pytest.param(f"{_b64({'alg': 'HS256', 'kid': ['a']})}.e30.AAAA", id="kid-list"),
+    pytest.param(f"{_b64({'alg': 'HS256', 'kid': 7})}.e30.AAAA", id="kid-number"),
+    pytest.param(f"{_b64({'alg': 'HS256', 'crit': {'x': 1}})}.e30.AAAA", id="crit-object"),
+    pytest.param("!!!.e30.AAAA", id="header-not-base64"),
+    pytest.param(_raw(bytes([255, 254])) + ".e30.AAAA", id="header-not-utf8"),
+    pytest.param(f"{_raw(b'{' * 100_000)}.e30.AAAA", id="header-deeply-nested"),
+    pytest.param(f"{_b64({'alg': 'HS256', 'x': 'y' * 20_000})}.e30.AAAA", id="header-huge"),
+    pytest.param(f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_raw(b'[1]')}.AAAA", id="payload-array"),
+]
+
+
+@pytest.mark.parametrize("token", ODD_HEADERS)
+@pytest.mark.parametrize(
+    "service, method, path",
+    [("chat", "POST", "/api/chat/sessions"), ("conversation", "GET", "/api/ai/conversation/page")],
+)
+def test_odd_jose_headers_are_401_without_a_traceback(tmp_path, caplog, service, method, path, token):
+    factory = create_app if service == "chat" else create_conversation_app
+    app = factory(base_environ(f"sqlite:///{tmp_path}/bare.sqlite3"))
+    response = app.test_client().open(path, method=method, headers={"Authorization": f"Bearer {token}"})
+    envelope(response, 401, 401)
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
