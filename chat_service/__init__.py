@@ -13,11 +13,19 @@ import shared.db
 import shared.health
 import shared.metrics
 from chat_service.config import Config
+import shared.rate_limits
 from chat_service.extensions import db, migrate, sock
 from shared.http import ServiceClient
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# Per-user rate limits (shared.rate_limits): rule name -> its setting.
+RATE_RULES = {
+    "requests": "LIMIT_REQUESTS",
+    "sessions_created": "LIMIT_SESSIONS_CREATED",
+    "turns": "LIMIT_TURNS",
+    "tokens": "LIMIT_TOKENS",
+}
 
 def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from environment variables (`environ` replaces `os.environ`, for tests)."""
@@ -38,6 +46,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     bus = live.init_app(app, make_provider(app.config), conversations).bus
     shared.health.init_app(app, db, checks={"redis": bus.check} if bus.configured else None)
     shared.metrics.init_app(app)
+    shared.rate_limits.init_app(app, RATE_RULES)
 
     from chat_service import api, sync, views
     from chat_service.live import socket

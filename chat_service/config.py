@@ -51,6 +51,13 @@ class Config(SharedConfig):
         # A socket's outgoing queue: a client this far behind is closed with 1013 (it is not reading).
         self.WS_QUEUE_MAX_FRAMES = int(env("WS_QUEUE_MAX_FRAMES", "1000"))
         self.WS_QUEUE_MAX_BYTES = int(env("WS_QUEUE_MAX_BYTES", str(1024 * 1024)))
+        # Per-user limits (README, "Limits"): rates in the `limits` notation ("20/minute", "off"),
+        # counts of things open at once (0: no limit).
+        self.LIMIT_SESSIONS_CREATED = env("LIMIT_SESSIONS_CREATED", "60/minute")
+        self.LIMIT_TURNS = env("LIMIT_TURNS", "20/minute")
+        self.LIMIT_TOKENS = env("LIMIT_TOKENS", "off")  # provider tokens, from the usage replies report
+        self.LIMIT_TURNS_IN_FLIGHT = int(env("LIMIT_TURNS_IN_FLIGHT", "3"))
+        self.LIMIT_SOCKETS = int(env("LIMIT_SOCKETS", "20"))
         # A turn's Redis claim lives this long unless its instance's heartbeat refreshes it (every third).
         self.TURN_CLAIM_TTL_SECONDS = float(env("TURN_CLAIM_TTL_SECONDS", "10"))
         # Storing a finished reply (or a user message) is retried this long while the database fails.

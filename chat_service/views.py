@@ -17,9 +17,11 @@ from chat_service.services import messages, sessions
 from shared.auth import check_same_user, current_user_id, require_user
 from shared.decorators import arguments, body, response
 from shared.paging import Page
+from shared.rate_limits import limit_requests, limited
 
 bp = Blueprint("aichat", __name__, url_prefix="/aichat")
 bp.before_request(require_user)
+bp.before_request(limit_requests)
 
 
 def _session_page(user_id: str, args: dict) -> dict:
@@ -57,6 +59,7 @@ def get_session(session_id):
 
 
 @bp.post("/createsession")
+@limited("sessions_created")
 @body(CreateSessionBody)
 @response(SessionSchema)
 def create_session(data):

@@ -13,6 +13,7 @@ import shared.db
 import shared.health
 import shared.metrics
 from conversation_service.config import Config
+import shared.rate_limits
 from conversation_service.extensions import db, migrate
 from conversation_service.snowflake import Snowflake
 
@@ -29,6 +30,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     shared.health.init_app(app, db)
     shared.metrics.init_app(app)
+    shared.rate_limits.init_app(
+        app, {"requests": "LIMIT_REQUESTS", "records_created": "LIMIT_RECORDS_CREATED"}
+    )
     app.extensions["snowflake"] = Snowflake(app.config["SNOWFLAKE_WORKER_ID"])
 
     from conversation_service import api, sync

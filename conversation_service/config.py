@@ -31,3 +31,5 @@ class Config(SharedConfig):
         )
         self.OUTBOX_INTERVAL_SECONDS = float(environ.get("OUTBOX_INTERVAL_SECONDS", "0.5"))
         self.OUTBOX_MAX_BACKOFF_SECONDS = float(environ.get("OUTBOX_MAX_BACKOFF_SECONDS", "10"))
+        # Records one user may create per window (shared.rate_limits notation; "off" for none).
+        self.LIMIT_RECORDS_CREATED = environ.get("LIMIT_RECORDS_CREATED", "60/minute")

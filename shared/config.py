@@ -36,6 +36,11 @@ class SharedConfig:
         self.MAX_CONTENT_LENGTH = int(env("MAX_CONTENT_LENGTH", str(1024 * 1024)))
         self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
         self.TIMEZONE = env("TIMEZONE", "UTC")
+        # Per-user rate limits (shared.rate_limits): a rule such as "600/minute", or "off".
+        self.RATE_LIMITS = env("RATE_LIMITS", "true").strip().lower() not in ("0", "false", "no", "off")
+        self.LIMIT_REQUESTS = env("LIMIT_REQUESTS", "600/minute")
+        # Where the counts live in Redis (deployments that share one Redis give each its own).
+        self.LIMITS_KEY_PREFIX = env("LIMITS_KEY_PREFIX", "limits")
         # Proxies in front of the service whose X-Forwarded-For/-Proto/-Host are believed (gateway: 1).
         self.TRUSTED_PROXIES = int(env("TRUSTED_PROXIES", "0"))
 

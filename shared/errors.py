@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
@@ -21,6 +22,7 @@ class ApiError(Exception):
     code = 400
     message = "请求参数错误"
     http_status = 400
+    headers: Mapping[str, str] = {}  # response headers that go with it (e.g. Retry-After)
 
     def __init__(self, detail: str | None = None, *, data: Any = None) -> None:
         super().__init__(detail or self.message)
@@ -69,6 +71,21 @@ class ConversationNotFound(ApiError):
 
 class MessageNotFound(ApiError):
     code, message, http_status = 7003, "消息不存在", 404
+
+
+class TooManyRequests(ApiError):
+    """A per-user limit (shared.rate_limits): when to try again, and which limit."""
+
+    code, message, http_status = 429, "请求过于频繁", 429
+
+    def __init__(
+        self, *, retry_after: int, limit: str, name: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        detail = f"too many requests: the limit {name} is {limit}; retry after {retry_after} s"
+        super().__init__(
+            detail, data={"detail": detail, "retry_after": retry_after, "limit": limit, "name": name}
+        )
+        self.headers = {**(headers or {}), "Retry-After": str(retry_after)}
 
 
 class UpstreamFailed(ApiError):
@@ -123,7 +140,9 @@ def as_api_error(error: BaseException) -> ApiError:
 
 def _api_error(error: Exception) -> Response:
     api_error = as_api_error(error)
-    return render(api_error.code, api_error.message, api_error.http_status, api_error.data)
+    response = render(api_error.code, api_error.message, api_error.http_status, api_error.data)
+    response.headers.extend(api_error.headers)
+    return response
 
 
 def _http_error(error: HTTPException) -> Response:

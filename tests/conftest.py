@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from chat_service import create_app as create_chat_app
@@ -26,6 +28,8 @@ def base_environ(database_url: str, **extra: str) -> dict[str, str]:
         "JWT_SECRET": SECRET,
         "LOG_LEVEL": "WARNING",
         "OUTBOX_WORKER": "false",
+        # Each test's per-user counts in Redis are its own (the same users recur in every test).
+        "LIMITS_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
         **extra,
     }
 

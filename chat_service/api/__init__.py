@@ -5,9 +5,11 @@ from flask import Blueprint, g
 
 from shared.auth import USER_HEADER, require_service, require_user
 from shared.errors import BadRequest
+from shared.rate_limits import limit_requests
 
 bp = Blueprint("api", __name__, url_prefix="/api/chat")
 bp.before_request(require_user)
+bp.before_request(limit_requests)
 
 
 def require_service_for_user() -> None:

@@ -13,9 +13,11 @@ from chat_service.services import sessions
 from shared.auth import check_same_user, current_user_id
 from shared.decorators import body, response
 from shared.paging import Page
+from shared.rate_limits import limited
 
 
 @bp.post("/session")
+@limited("sessions_created")
 @body(CreateSessionBody)
 @response(SessionSchema)
 def create_session(data):

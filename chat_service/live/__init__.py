@@ -15,6 +15,7 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from chat_service.live.bus import Bus
     from chat_service.live.hub import Hub
+    from chat_service.live.slots import Slots
     from chat_service.live.turns import Turns
     from chat_service.providers.base import Provider
     from shared.http import ServiceClient
@@ -29,9 +30,11 @@ class Live:
     turns: Turns
     provider: Provider
     conversations: ServiceClient  # conversation_service, for the Dify link
+    sockets: Slots  # each user's open sockets (LIMIT_SOCKETS)
 
     def close(self) -> None:
         """Stop the background work and release connections (at exit, and in tests)."""
+        self.sockets.close()
         self.turns.close()
         self.bus.close()
         self.provider.close()
@@ -40,13 +43,17 @@ class Live:
 def init_app(app: Flask, provider: Provider, conversations: ServiceClient) -> Live:
     from chat_service.live.bus import Bus
     from chat_service.live.hub import Hub
+    from chat_service.live.slots import Slots
     from chat_service.live.turns import Turns
 
     bus = Bus(app.config["REDIS_URL"], timeout=float(app.config["REDIS_TIMEOUT_SECONDS"]))
     hub = Hub()
     turns = Turns(app, bus, hub, provider)
     bus.start(on_frame=hub.deliver, on_control=turns.on_control)
-    app.extensions[_KEY] = live = Live(bus, hub, turns, provider, conversations)
+    sockets = Slots(
+        bus, "sockets", int(app.config["LIMIT_SOCKETS"]), key_prefix=app.config["LIMITS_KEY_PREFIX"]
+    )
+    app.extensions[_KEY] = live = Live(bus, hub, turns, provider, conversations, sockets)
     return live
 
 

@@ -38,6 +38,7 @@ from chat_service.providers.base import (
     TurnRequest,
 )
 from chat_service.services import links, titles
+from shared import rate_limits
 from shared.errors import DatabaseUnavailable, UpstreamFailed
 from shared.tracing import bound_trace_id
 
@@ -236,7 +237,12 @@ class Runner:
             return [_failure(failure.reason, failure.reason_code)], False
         else:
             metrics.turn_finished(provider, "completed")
-        announce = self._store(turn, ending if isinstance(ending, Finished) else None, stopped or paused)
+        finished = ending if isinstance(ending, Finished) else None
+        if finished is not None and finished.usage:
+            tokens = finished.usage.get("total_tokens")
+            if isinstance(tokens, int):
+                rate_limits.of(self._app).spend("tokens", turn.user_id, tokens)
+        announce = self._store(turn, finished, stopped or paused)
         if paused:
             announce.append(_failure(PAUSED, ending.reason))
         return announce, not (stopped or paused) and bool(announce)

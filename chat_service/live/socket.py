@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, request
@@ -34,7 +35,7 @@ from shared.errors import BadRequest, Forbidden, OperationFailed, Unauthorized, 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
 
-CLOSE_CODES = {400: 4400, 401: 4401, 403: 4403, 7001: 4404, 12001: 1011}
+CLOSE_CODES = {400: 4400, 401: 4401, 403: 4403, 429: 4429, 7001: 4404, 12001: 1011}
 TOO_SLOW = 1013
 CLOSE_GRACE_SECONDS = 2  # for the client to read our last frames and answer the close (RFC 6455)
 SLOW_CLOSE_GRACE_SECONDS = 1  # a client too far behind gets this long before its socket is shut
@@ -101,6 +102,7 @@ class SessionSocket:
         self._skip: tuple[str, int] | None = None  # deltas already in the `turn_state` sent
         self._closed = False
         self._too_slow_closed = False
+        self.holder = uuid.uuid4().hex  # this socket, among its user's open sockets (LIMIT_SOCKETS)
 
     def serve(self, session_id: str) -> None:
         try:
@@ -108,6 +110,7 @@ class SessionSocket:
             if "user_id" not in g:
                 raise Forbidden("a service token must name the user in the X-User-Id header")
             self.session_id = owned_session(g.user_id, session_id).session_id
+            self.live.sockets.acquire(g.user_id, self.holder)
         except Exception as error:
             api_error = as_api_error(error)
             self._send_now(events.error_frame(api_error))
@@ -125,6 +128,7 @@ class SessionSocket:
             self._read()
         finally:
             hub.remove(self.session_id, self)
+            self.live.sockets.release(g.user_id, self.holder)
             metrics.socket_closed()
             self._finish(SLOW_CLOSE_GRACE_SECONDS if self._too_slow_closed else CLOSE_GRACE_SECONDS)
 

@@ -28,8 +28,10 @@ from flask import Flask
 from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.live.runner import Runner, with_retries
+from chat_service.live.slots import Slots
 from chat_service.providers.base import Provider, Stream, TurnRequest
 from chat_service.services import inputs, messages
+from shared import rate_limits
 from shared.errors import OperationFailed, SessionNotFound, UpstreamFailed
 from shared.tracing import current_trace_id
 
@@ -112,6 +114,12 @@ class Turns:
         self._store_retry_seconds = float(app.config["STORE_RETRY_SECONDS"])
         self._instance = uuid.uuid4().hex
         self._runner = Runner(app, bus, provider, keys=_keys, release=self._release)
+        self._in_flight = Slots(
+            bus,
+            "turns_in_flight",
+            int(app.config["LIMIT_TURNS_IN_FLIGHT"]),
+            key_prefix=app.config["LIMITS_KEY_PREFIX"],
+        )
         self._local: dict[str, Turn] = {}
         self._watched: dict[str, _Watched] = {}
         self._lock = threading.Lock()
@@ -126,9 +134,14 @@ class Turns:
     # -- starting, stopping, looking -----------------------------------------------------------------
 
     def start(self, user_id: str, session_id: str, content: str) -> Turn:
-        """Store the user's message and start the reply; 1004 while another reply is in flight."""
+        """Store the user's message and start the reply; 1004 while another reply is in flight, 429
+        past one of the user's limits (nothing stored then)."""
         turn = Turn(session_id, user_id, current_trace_id())
+        limits = rate_limits.of(self._app)
+        limits.check("tokens", user_id)
+        self._in_flight.acquire(user_id, turn.turn_id)
         if not self._claim(turn):
+            self._in_flight.release(user_id, turn.turn_id)
             raise OperationFailed("a reply is still being generated in this session: wait, or stop it")
         try:
             session = crud.get_session(db.session, session_id)
@@ -140,6 +153,7 @@ class Turns:
             ]
             turn_inputs = inputs.for_turn(session)  # a 1001 before anything is stored or sent
             turn.dify_conversation_id = session.dify_conversation_id
+            limits.hit("turns", user_id)  # last: a turn refused for another reason is not counted
             message = with_retries(
                 "storing the user message",
                 lambda: messages.store_message(session_id, content),
@@ -201,6 +215,7 @@ class Turns:
 
     def close(self) -> None:
         self._stopped.set()
+        self._in_flight.close()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=3)
 
@@ -257,6 +272,7 @@ class Turns:
         with self._lock:
             if self._local.get(turn.session_id) is turn:
                 del self._local[turn.session_id]
+        self._in_flight.release(turn.user_id, turn.turn_id)
         keys = _keys(turn.session_id)
         self._bus.call(lambda redis: self._release_script(keys=keys, args=[turn.turn_id], client=redis), None)
         self._announce("ended", turn)

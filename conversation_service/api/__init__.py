@@ -5,6 +5,7 @@ from werkzeug.routing import BaseConverter
 
 from shared.auth import USER_HEADER, require_service, require_user
 from shared.errors import BadRequest
+from shared.rate_limits import limit_requests
 
 
 class ConversationIdConverter(BaseConverter):
@@ -27,6 +28,7 @@ def require_service_for_user() -> None:
 
 bp = Blueprint("conversations", __name__, url_prefix="/api/ai/conversation")
 bp.before_request(require_user)
+bp.before_request(limit_requests)
 
 internal_bp = Blueprint("internal", __name__, url_prefix="/internal/ai/conversation")
 internal_bp.before_request(require_service_for_user)

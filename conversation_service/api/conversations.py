@@ -16,9 +16,11 @@ from conversation_service.services.conversations import parse_path_id
 from shared.auth import current_user_id
 from shared.decorators import arguments, body, response
 from shared.paging import Page, pages
+from shared.rate_limits import limited
 
 
 @bp.post("")
+@limited("records_created")
 @body(CreateBody)
 @response(ConversationSchema)
 def create_conversation(data):
