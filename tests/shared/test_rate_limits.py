@@ -6,7 +6,6 @@ A refusal is HTTP 429 in the envelope (`data.retry_after`, `data.limit`), with `
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import time
@@ -19,6 +18,7 @@ from conversation_service import create_app as create_conversation_app
 from shared.rate_limits import RateLimits, parse_rule
 from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE, BOB, base_environ
+from tests.live_probe import redis_url_or_skip
 
 POLICY = re.compile(r'^"requests";q=3;w=60$')
 REMAINING = re.compile(r'^"requests";r=(\d+);t=(\d+)$')
@@ -195,10 +195,7 @@ def test_a_redis_that_is_down_falls_back_to_this_processes_counts_quickly():
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.skip("TEST_REDIS_URL is not set: no Redis server to test against")
-    return url
+    return redis_url_or_skip()
 
 
 def test_with_redis_every_app_of_a_deployment_shares_one_count(redis_url, chat_database):
