@@ -23,6 +23,8 @@ class SharedConfig:
             self.SQLALCHEMY_DATABASE_URI,
             pool_size=int(env("DB_POOL_SIZE", "5")),
             max_overflow=int(env("DB_MAX_OVERFLOW", "10")),
+            # The longest a statement may run, and a request wait on a silent database (0: no bound).
+            statement_timeout=float(env("DB_STATEMENT_TIMEOUT_SECONDS", "5")),
         )
         self.JWT_SECRET = env("JWT_SECRET", "")
         self.JWT_PUBLIC_KEY = env("JWT_PUBLIC_KEY", "")

@@ -8,6 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from shared.db import unbounded
+
 log = logging.getLogger("alembic.env")
 
 
@@ -40,7 +42,7 @@ def run() -> None:
 
     options = dict(current_app.extensions["migrate"].configure_args)
     options.setdefault("process_revision_directives", skip_empty)
-    with engine.connect() as connection:
+    with engine.connect() as connection, unbounded(connection):  # a migration may run for minutes
         context.configure(connection=connection, target_metadata=db.metadata, **options)
         with context.begin_transaction():
             context.run_migrations()

@@ -8,7 +8,12 @@ their connection reset) and handles new ones by `mode`:
 - `blackhole`: accepted and never answered, like a hung server or a host that drops packets after the
   handshake: only the clients' own timeouts end their wait.
 
-`restore()` forwards again (held blackholed connections are reset). `close()` stops everything and
+`cut(DROP)` instead keeps every live connection open and drops what flows on it, either way (new
+connections are held as by a blackhole): a warm pool's connections to a database gone silent, where
+no reset ever arrives.
+
+`restore()` forwards again (held blackholed connections are reset, and so are dropped live ones, whose
+streams lost bytes). `close()` stops everything and
 joins every thread; the proxy is a context manager.
 """
 
@@ -21,7 +26,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
-FORWARD, REFUSE, BLACKHOLE = "forward", "refuse", "blackhole"
+FORWARD, REFUSE, BLACKHOLE, DROP = "forward", "refuse", "blackhole", "drop"
 POLL_SECONDS = 0.1
 
 
@@ -70,11 +75,13 @@ class TcpProxy:
         return self._mode
 
     def cut(self, mode: str = REFUSE) -> None:
-        """Close every live connection; from now on refuse (RST) or blackhole new ones."""
-        if mode not in (REFUSE, BLACKHOLE):
+        """Close every live connection (DROP: silence it); from now on refuse (RST) or hold new ones."""
+        if mode not in (REFUSE, BLACKHOLE, DROP):
             raise ValueError(mode)
         with self._lock:
             self._mode = mode
+            if mode == DROP:
+                return  # the links' threads see the mode and drop what they read
             links, threads = list(self._links), list(self._threads)
         for link in links:
             link.kill()
@@ -82,12 +89,18 @@ class TcpProxy:
             thread.join(timeout=5)
 
     def restore(self) -> None:
-        """Forward new connections again; connections held by a blackhole are reset."""
+        """Forward new connections again; connections held by a blackhole or dropped are reset."""
         with self._lock:
+            dropped = self._mode == DROP
             self._mode = FORWARD
             held, self._held = self._held, []
+            links, threads = (list(self._links), list(self._threads)) if dropped else ([], [])
         for sock in held:
             _reset(sock)
+        for link in links:
+            link.kill()
+        for thread in threads:
+            thread.join(timeout=5)
 
     def close(self) -> None:
         self._stopped.set()
@@ -124,7 +137,7 @@ class TcpProxy:
             with self._lock:
                 self.accepted += 1
                 mode = self._mode
-                if mode == BLACKHOLE:
+                if mode in (BLACKHOLE, DROP):
                     self._held.append(client)
                     continue
                 if mode == FORWARD:
@@ -152,7 +165,8 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
-                    peers[sock].sendall(data)
+                    if self._mode != DROP:
+                        peers[sock].sendall(data)
         except OSError:
             return
         finally:

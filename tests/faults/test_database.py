@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,14 +21,19 @@ from chat_service import live
 from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
-from shared.db import engine_options
+from shared.db import engine_options, unbounded
 from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE, base_environ
 from tests.databases import clear_tables
 from tests.faults.conftest import proxy_for, through
-from tests.faults.proxy import BLACKHOLE, REFUSE, TcpProxy
+from tests.faults.proxy import BLACKHOLE, DROP, REFUSE, TcpProxy
 
-BOUND_SECONDS = 10  # a behaviour bound (the engine's timeouts are 3 s and 5 s), generous for CI
+# A behaviour bound, generous for CI: the engine's timeouts are 3 s (connect), 5 s (pool) and 5.5 s
+# (an answer on a pooled connection: DB_STATEMENT_TIMEOUT_SECONDS 5 plus 0.5); the worst request pays
+# a dead pooled connection's 5.5 s and then a reconnect's 3 s.
+BOUND_SECONDS = 10
+# The writers here write as fast as they can: the per-user limits are not what these tests are about.
+UNLIMITED = {"RATE_LIMITS": "false"}
 
 
 @dataclass
@@ -70,7 +75,7 @@ class Service:
 
 
 def chat_service(url: str, direct_url: str) -> Iterator[Service]:
-    app = create_chat_app(base_environ(url))
+    app = create_chat_app(base_environ(url, **UNLIMITED))
     app.config["TESTING"] = True
     api = ApiClient(app, default_user=ALICE)
     session_id = envelope(api.post("/api/chat/session", json={"title": "faults"}), 200)["session_id"]
@@ -107,7 +112,7 @@ def chat_service(url: str, direct_url: str) -> Iterator[Service]:
 
 
 def conversation_service(url: str, direct_url: str) -> Iterator[Service]:
-    app = create_conversation_app(base_environ(url))
+    app = create_conversation_app(base_environ(url, **UNLIMITED))
     app.config["TESTING"] = True
     api = ApiClient(app, default_user=ALICE)
 
@@ -263,6 +268,75 @@ def test_mysql_connects_under_the_connect_timeout_and_queries_keep_their_read_ti
     engine = sa.create_engine(chat_database, **engine_options(chat_database))
     try:
         with engine.connect() as connection:
-            assert connection.connection.dbapi_connection._read_timeout == 30
+            assert connection.connection.dbapi_connection._read_timeout == 5.5
     finally:
         engine.dispose()
+
+
+def warm(service: Service, connections: int = 4) -> None:
+    """Fill the pool: `connections` requests at once, each holding a connection of its own."""
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        answers = list(pool.map(lambda _: service.timed("GET", service.read_path), range(connections)))
+    for response in answers:
+        envelope(response, 200)
+
+
+def test_a_silent_database_on_a_warm_pool_answers_503_within_seconds(service, proxy):
+    """Traffic dropped, not reset (issue 11): requests on warm pooled connections hung for the whole
+    outage (90 s). Each now gives up on a silent connection after DB_STATEMENT_TIMEOUT_SECONDS."""
+    response, stored_id = service.write(service.api, 0)
+    envelope(response, 200)
+    service.acknowledged.add(stored_id)
+    warm(service)
+    accepted = proxy.accepted
+    proxy.cut(DROP)
+
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
+        answers = [
+            pool.submit(service.api.call, "POST", service.write_path, json=service.write_body(i))
+            for i in (1, 2)
+        ]
+        answers += [pool.submit(service.api.call, "GET", service.read_path), pool.submit(ready, service)]
+        _, waiting = wait(answers, timeout=BOUND_SECONDS)
+        elapsed = time.monotonic() - started
+        assert not waiting, f"{len(waiting)} requests still wait on the silent database after {elapsed:.1f}s"
+    finally:
+        pool.shutdown(wait=False)  # a request left waiting is freed when the fixture restores the proxy
+    for answer in answers:
+        assert_unavailable(answer.result())
+    assert accepted >= 2, "the pool was not warm: the requests did not run on pooled connections"
+
+    proxy.restore()
+    response, stored_id = service.write(service.api, 3)
+    envelope(response, 200)
+    service.acknowledged.add(stored_id)
+    envelope(ready(service), 200)
+    service.check_stored()
+
+
+@pytest.fixture
+def bounded_engine(networked, chat_database) -> Iterator[sa.Engine]:
+    """An engine on this backend whose statements may run 1 s."""
+    engine = sa.create_engine(chat_database, **engine_options(chat_database, statement_timeout=1))
+    yield engine
+    engine.dispose()
+
+
+SLEEP = {"postgresql": "SELECT pg_sleep({})", "mysql": "SELECT SLEEP({})"}
+
+
+def test_a_statement_past_the_bound_fails_within_it(networked, bounded_engine):
+    started = time.monotonic()
+    with pytest.raises(sa.exc.OperationalError), bounded_engine.connect() as connection:
+        connection.execute(sa.text(SLEEP[networked.backend].format(3)))
+    assert time.monotonic() - started < 2.5
+
+
+def test_migrations_run_without_the_bounds_and_leave_none_lifted_in_the_pool(networked, bounded_engine):
+    """`flask db upgrade` runs through the same engine (shared/migrations_env.py): its connection has
+    no statement or socket bound, and is discarded afterwards."""
+    with bounded_engine.connect() as connection, unbounded(connection):
+        assert connection.execute(sa.text(SLEEP[networked.backend].format(1.5))).scalar() in (None, "", 0)
+    test_a_statement_past_the_bound_fails_within_it(networked, bounded_engine)
