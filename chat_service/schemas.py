@@ -50,7 +50,7 @@ class CreateSessionBody(Body):
     title = Title(allow_none=True)
 
 
-class ListSessionsBody(page_schema(20)):
+class ListSessionsBody(page_schema(20, json=True)):
     class Meta:
         unknown = RAISE
 
@@ -81,8 +81,16 @@ def _inputs(value: dict) -> None:
         if isinstance(item, str):
             if len(item) > INPUT_VALUE_MAX or "\x00" in item:
                 raise ValidationError(f"{name!r}: at most {INPUT_VALUE_MAX} characters, no NUL")
-        elif not isinstance(item, int | float | bool) or not math.isfinite(item):
+        elif not isinstance(item, int | float | bool) or not _finite(item):
             raise ValidationError(f"{name!r}: a string, a number or a boolean")
+
+
+def _finite(number: float) -> bool:
+    """A number a float can hold: a JSON integer of 400 digits is not (`math.isfinite` would raise)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 class InputsBody(Body):

@@ -12,6 +12,7 @@ from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from conversation_service.models import DIFY_ID_MAX, TITLE_MAX, epoch_ms
+from shared.fields import JsonInteger, QueryInteger
 from shared.paging import MAX_PAGE, MAX_PAGE_SIZE
 
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -72,7 +73,7 @@ def DifyId(**kwargs) -> fields.String:
 
 def PinFlag(**kwargs) -> fields.Integer:
     """0 or 1, as a JSON number: `true`, `"1"` and `1.0` are refused."""
-    return fields.Integer(data_key="isPinned", strict=True, validate=validate.OneOf((0, 1)), **kwargs)
+    return JsonInteger(data_key="isPinned", validate=validate.OneOf((0, 1)), **kwargs)
 
 
 class Body(Schema):
@@ -136,10 +137,8 @@ class Cursor(fields.String):
 
 
 class PageArgs(Schema):
-    page_no = fields.Integer(data_key="pageNo", load_default=1, validate=validate.Range(1, MAX_PAGE))
-    page_size = fields.Integer(
-        data_key="pageSize", load_default=10, validate=validate.Range(1, MAX_PAGE_SIZE)
-    )
+    page_no = QueryInteger(data_key="pageNo", load_default=1, validate=validate.Range(1, MAX_PAGE))
+    page_size = QueryInteger(data_key="pageSize", load_default=10, validate=validate.Range(1, MAX_PAGE_SIZE))
     sort_by = fields.String(
         data_key="sortBy", load_default="createdTime", validate=validate.OneOf(SORT_COLUMNS)
     )
@@ -204,7 +203,7 @@ MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 def EpochMs(**kwargs) -> fields.Integer:
     """Milliseconds since the epoch, a JSON integer (a version, or a time)."""
-    return fields.Integer(strict=True, validate=validate.Range(0, MAX_EPOCH_MS), **kwargs)
+    return JsonInteger(validate=validate.Range(0, MAX_EPOCH_MS), **kwargs)
 
 
 class ChatSessionStateBody(Body):

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Response, request
+from flask import Response
 from marshmallow import EXCLUDE, Schema
 
 from shared.envelope import envelope_response
-from shared.errors import BadRequest
+from shared.inputs import json_body, query_args
 
 
 def _instance(schema: Schema | type[Schema]) -> Schema:
@@ -25,16 +25,13 @@ def _annotate(view: Callable, key: str, value: Any) -> None:
 
 
 def body(schema: Schema | type[Schema]) -> Callable:
-    """Load the JSON body through `schema` and pass the result as the view's first argument."""
+    """Load the JSON body (shared.inputs: storable text, bounded size) through `schema`; pass it first."""
     schema = _instance(schema)
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
-            payload = request.get_json(force=True, silent=True, cache=True)
-            if payload is None and request.get_data(cache=True).strip() != b"null":
-                raise BadRequest("request body must be JSON")
-            return view(schema.load(payload), *args, **kwargs)
+            return view(schema.load(json_body()), *args, **kwargs)
 
         _annotate(wrapper, "body", schema)
         return wrapper
@@ -49,7 +46,7 @@ def arguments(schema: Schema | type[Schema]) -> Callable:
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args, **kwargs):
-            return view(schema.load(request.args.to_dict(), unknown=EXCLUDE), *args, **kwargs)
+            return view(schema.load(query_args(), unknown=EXCLUDE), *args, **kwargs)
 
         _annotate(wrapper, "arguments", schema)
         return wrapper

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, pre_load, validate
+
+from shared.fields import JsonInteger, QueryInteger
 
 MAX_PAGE_SIZE = 100
 MAX_PAGE = 1_000_000
@@ -25,17 +27,18 @@ def page_schema(
     *,
     page_names: tuple[str, ...] = ("page",),
     size_names: tuple[str, ...] = ("page_size", "pageSize"),
+    json: bool = False,
 ) -> type[Schema]:
-    """A schema loading `{page, page_size}` from any of the given names (two that differ is 1001)."""
+    """A schema loading `{page, page_size}` from any of the given names (two that differ is 1001):
+    ASCII digits in a query string, JSON integers in a body (`json=True`)."""
+    number = JsonInteger if json else QueryInteger
 
     class PageArgs(Schema):
         class Meta:
             unknown = EXCLUDE
 
-        page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
-        page_size = fields.Integer(
-            load_default=default_size, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
-        )
+        page = number(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+        page_size = number(load_default=default_size, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
 
         @pre_load
         def _aliases(self, data, **kwargs):

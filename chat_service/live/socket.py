@@ -11,8 +11,9 @@ with 4401.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from chat_service.schemas import Content
 from chat_service.services.sessions import owned_session
 from shared.auth import authenticate, bearer_token
 from shared.errors import BadRequest, Forbidden, OperationFailed, Unauthorized, as_api_error
+from shared.inputs import parse_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
@@ -48,6 +50,23 @@ class ClientFrame(Schema):
 
     type = fields.String(required=True, validate=validate.OneOf(("message", "stop", "ping")))
     content = Content()
+
+
+@bp.before_request
+def check_handshake() -> None:
+    """Refuse (400) what is not an RFC 6455 handshake before flask-sock's `Server` parses it (it
+    would raise: a 500)."""
+    headers = request.headers
+    if "websocket" not in headers.get("Upgrade", "").lower():
+        raise BadRequest("this route opens a WebSocket: send an upgrade handshake")
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        raise BadRequest("Sec-WebSocket-Version must be 13")
+    try:
+        key = base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 16:
+        raise BadRequest("Sec-WebSocket-Key must be 16 bytes in base64")
 
 
 @bp.before_request
@@ -219,11 +238,7 @@ class SessionSocket:
         try:
             if isinstance(raw, bytes):
                 raise BadRequest("frames must be JSON text")
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                raise BadRequest("frames must be JSON text") from None
-            payload = ClientFrame().load(payload)
+            payload = ClientFrame().load(parse_json(raw, detail="frames must be JSON text"))
             getattr(self, f"_on_{payload['type']}")(payload)
         except Exception as error:
             self._reply(error)
