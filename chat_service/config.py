@@ -35,6 +35,8 @@ class Config(SharedConfig):
         # Read timeout well above Dify's 10 s keep-alive pings; it bounds a silent stream, not a turn.
         self.PROVIDER_CONNECT_TIMEOUT_SECONDS = float(env("PROVIDER_CONNECT_TIMEOUT_SECONDS", "5"))
         self.PROVIDER_READ_TIMEOUT_SECONDS = float(env("PROVIDER_READ_TIMEOUT_SECONDS", "60"))
+        # The longest line of a provider's stream: past it the turn fails (5000, `bad_response`).
+        self.PROVIDER_MAX_LINE_BYTES = int(env("PROVIDER_MAX_LINE_BYTES", str(1024 * 1024)))
         # Before a reply's first piece: at most this many calls, waits doubling from base up to cap.
         self.PROVIDER_RETRY_TRIES = int(env("PROVIDER_RETRY_TRIES", "3"))
         self.PROVIDER_RETRY_BASE_SECONDS = float(env("PROVIDER_RETRY_BASE_SECONDS", "0.5"))

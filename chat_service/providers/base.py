@@ -102,6 +102,7 @@ REASONS: dict[str, str] = {
     "conversation_gone": "the AI service no longer knows this conversation",
     "content_filtered": "the AI service's content filter blocked the reply",
     "stream_cut": "the reply was cut off before it was complete",
+    "bad_response": "the AI service sent a reply this service cannot read",
     "internal": "the AI service failed to produce a reply",
 }
 

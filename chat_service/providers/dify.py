@@ -32,10 +32,11 @@ from chat_service.providers.http_stream import (
     HttpStream,
     StreamCut,
     json_object,
+    max_line_bytes,
     provider_timeout,
 )
 from chat_service.providers.retry import RetryPolicy
-from chat_service.providers.sse import SSEEvent
+from chat_service.providers.sse import MAX_LINE_BYTES, SSEEvent
 from shared.http import traced_headers
 from shared.tracing import current_trace_id
 
@@ -239,6 +240,7 @@ class DifyProvider:
         *,
         timeout: tuple[float, float] = (5.0, 60.0),
         policy: RetryPolicy | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
         inputs: Mapping[str, Any] | None = None,
         parameters_ttl: float = 300.0,
     ) -> None:
@@ -246,6 +248,7 @@ class DifyProvider:
         self._api_key = api_key
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
+        self.max_line_bytes = max_line_bytes
         self.inputs = dict(inputs or {})  # `DIFY_INPUTS`: under every turn's own inputs
         self.parameters_ttl = parameters_ttl
         self.session = requests.Session()
@@ -265,6 +268,7 @@ class DifyProvider:
             config["DIFY_API_KEY"],
             timeout=provider_timeout(config),
             policy=RetryPolicy.from_config(config),
+            max_line_bytes=max_line_bytes(config),
             inputs=parse_inputs(config.get("DIFY_INPUTS")),
             parameters_ttl=float(config.get("DIFY_PARAMETERS_CACHE_SECONDS", 300.0)),
         )
@@ -293,7 +297,8 @@ class DifyProvider:
         }
         headers = self._headers(turn.trace_id)
         headers.update({"Accept": "text/event-stream", "Accept-Encoding": "identity"})
-        return DifyStream(self, turn, Call(f"{self.api_url}/chat-messages", headers, body, self.timeout))
+        call = Call(f"{self.api_url}/chat-messages", headers, body, self.timeout, self.max_line_bytes)
+        return DifyStream(self, turn, call)
 
     def stop_task(self, task_id: str, turn: TurnRequest) -> bool:
         """Ask Dify to stop generating `task_id`; it only obeys the turn's own `user`."""

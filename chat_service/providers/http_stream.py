@@ -15,7 +15,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from chat_service.providers.base import Event, ProviderError
 from chat_service.providers.retry import RetryPolicy
-from chat_service.providers.sse import SSEEvent, iter_sse
+from chat_service.providers.sse import MAX_LINE_BYTES, LineTooLong, SSEEvent, iter_sse
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ class HttpFailure:
 
 @dataclass(frozen=True)
 class Call:
-    """One streamed POST: where, what, and the (connect, read) timeout."""
+    """One streamed POST: where, what, the (connect, read) timeout and the longest line accepted."""
 
     url: str
     headers: dict = field(repr=False)  # holds the API key: never printed
     body: dict
     timeout: tuple[float, float]
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 # A provider's wire format: SSE frames in, our events out; raises StreamCut when the stream stops short.
@@ -142,13 +143,16 @@ class HttpStream:
                 return
             yielded = False
             try:
-                for event in self._decode(iter_sse(self._chunks(response))):
+                for event in self._decode(iter_sse(self._chunks(response), self._call.max_line_bytes)):
                     if self.cancelled:
                         return
                     yielded = True
                     self._observe(event)
                     yield event
                 return
+            except LineTooLong as error:
+                # Never retried; the finally below closes the connection with the rest of the line unread.
+                raise ProviderError(str(error), reason_code="bad_response") from None
             except StreamCut as cut:
                 if yielded or last or self.cancelled:
                     raise
@@ -230,6 +234,11 @@ class HttpStream:
             if not data:
                 return
             yield data
+
+
+def max_line_bytes(config: Mapping[str, Any]) -> int:
+    """`PROVIDER_MAX_LINE_BYTES`: past it a stream's line fails the turn (`bad_response`)."""
+    return int(config.get("PROVIDER_MAX_LINE_BYTES", MAX_LINE_BYTES))
 
 
 def provider_timeout(config: Mapping[str, Any]) -> tuple[float, float]:

@@ -23,10 +23,11 @@ from chat_service.providers.http_stream import (
     HttpStream,
     StreamCut,
     json_object,
+    max_line_bytes,
     provider_timeout,
 )
 from chat_service.providers.retry import RetryPolicy
-from chat_service.providers.sse import SSEEvent
+from chat_service.providers.sse import MAX_LINE_BYTES, SSEEvent
 from shared.http import traced_headers
 
 # A 429 naming a quota will not pass by waiting: never retried.
@@ -113,12 +114,14 @@ class OpenAIProvider:
         *,
         timeout: tuple[float, float] = (5.0, 60.0),
         policy: RetryPolicy | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.model = model
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
+        self.max_line_bytes = max_line_bytes
         self.session = requests.Session()
 
     @classmethod
@@ -132,6 +135,7 @@ class OpenAIProvider:
             config["OPENAI_MODEL"],
             timeout=provider_timeout(config),
             policy=RetryPolicy.from_config(config),
+            max_line_bytes=max_line_bytes(config),
         )
 
     def __repr__(self) -> str:
@@ -151,7 +155,11 @@ class OpenAIProvider:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         call = Call(
-            f"{self.base_url}/chat/completions", traced_headers(headers, turn.trace_id), body, self.timeout
+            f"{self.base_url}/chat/completions",
+            traced_headers(headers, turn.trace_id),
+            body,
+            self.timeout,
+            self.max_line_bytes,
         )
         return HttpStream(self.session, call, decode_openai, read_openai_error, self.policy)
 

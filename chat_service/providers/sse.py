@@ -6,6 +6,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 _BOM = b"\xef\xbb\xbf"
+MAX_LINE_BYTES = 1024 * 1024  # PROVIDER_MAX_LINE_BYTES: Dify's and OpenAI's frames are a few KiB
+
+
+class LineTooLong(ValueError):
+    """A line (or a frame's data) grew past the parser's bound before it ended."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the stream sent a line longer than {limit} bytes")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -18,9 +27,15 @@ class SSEEvent:
 
 
 class SSEParser:
-    """Incremental: `feed` bytes as they arrive, get the frames they end (lines end in CR, LF or CRLF)."""
+    """Incremental: `feed` bytes as they arrive, get the frames they end (lines end in CR, LF or CRLF).
 
-    def __init__(self) -> None:
+    A line, and a frame's data, may hold at most `max_line_bytes`: past it `feed` raises `LineTooLong`
+    as soon as the bytes that cross it arrive, so an endless line is never held whole (one provider
+    line of 60 MiB, re-joined chunk by chunk, stalled a worker for seconds)."""
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._max = max_line_bytes
+        self._data_bytes = 0
         self._buffer = b""
         self._started = False
         self._event: str | None = None
@@ -40,6 +55,8 @@ class SSEParser:
             event = self._line(line)
             if event is not None:
                 events.append(event)
+        if len(self._buffer) > self._max:  # the rest of a line that has not ended yet
+            raise LineTooLong(self._max)
         return events
 
     def close(self) -> list[SSEEvent]:
@@ -49,7 +66,7 @@ class SSEParser:
             event = self._line(line)
             if event is not None:
                 events.append(event)
-        self._event, self._data, self._id = None, None, None
+        self._event, self._data, self._id, self._data_bytes = None, None, None, 0
         return events
 
     def _split_lines(self, final: bool) -> Iterator[bytes]:
@@ -75,6 +92,8 @@ class SSEParser:
     def _line(self, raw: bytes) -> SSEEvent | None:
         if not raw:
             return self._dispatch()
+        if len(raw) > self._max:
+            raise LineTooLong(self._max)
         line = raw.decode("utf-8", errors="replace")
         if line.startswith(":"):
             return None
@@ -82,6 +101,9 @@ class SSEParser:
         if sep and value.startswith(" "):
             value = value[1:]
         if name == "data":
+            self._data_bytes += len(raw)
+            if self._data_bytes > self._max:
+                raise LineTooLong(self._max)
             self._data = [*(self._data or []), value]
         elif name == "event":
             self._event = value
@@ -94,13 +116,14 @@ class SSEParser:
             return None
         data = None if self._data is None else "\n".join(self._data)
         event = SSEEvent(event=self._event or "message", data=data, id=self._id)
-        self._event, self._data = None, None
+        self._event, self._data, self._data_bytes = None, None, 0
         return event
 
 
-def iter_sse(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
-    """The SSE frames of a byte stream, each yielded as soon as its closing blank line arrives."""
-    parser = SSEParser()
+def iter_sse(chunks: Iterable[bytes], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[SSEEvent]:
+    """The SSE frames of a byte stream, each yielded as soon as its closing blank line arrives;
+    `LineTooLong` when a line or a frame's data outgrows `max_line_bytes`."""
+    parser = SSEParser(max_line_bytes)
     for chunk in chunks:
         yield from parser.feed(chunk)
     yield from parser.close()

@@ -26,7 +26,7 @@ from chat_service.providers import (
     TurnRequest,
     make_provider,
 )
-from tests.fakes import Drop, ErrorReply, SSEReply
+from tests.fakes import Drop, ErrorReply, SSEReply, endless_line
 from tests.fakes.dify import PING, USAGE, DifyTurn, FakeDify, dify_error, frame
 from tests.fakes.openai import DONE, FakeOpenAI, chunk, completion, openai_error
 
@@ -605,6 +605,56 @@ def test_openai_cancel_mid_stream(openai, openai_provider, later):
     events, error = run(stream)
     assert time.monotonic() - started < 2 and (events, error) == ([Delta("first")], None)
     assert stream.stop() is False
+
+
+# --- a line over PROVIDER_MAX_LINE_BYTES ---------------------------------------------------------------
+
+HUGE = 64 * 1024 * 1024  # an endless line, as a broken or hostile provider may send one
+
+
+def assert_failed_on_the_huge_line(error: ProviderError | None, request, parts: int) -> None:
+    """The turn failed as `bad_response`, and the client closed the connection long before the fake
+    got its 64 MiB out: the line was never read (let alone held) whole."""
+    assert error is not None and error.reason_code == "bad_response", error
+    assert error.reason == REASONS["bad_response"]
+    deadline = time.monotonic() + 5
+    while request.client_closed_at is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert request.client_closed_at is not None, "the connection was left open"
+    assert len(request.writes) < parts // 4, f"{len(request.writes)} of {parts} pieces were written"
+
+
+def test_dify_a_line_over_the_bound_fails_the_turn_and_closes_the_connection(dify, dify_provider):
+    t = DifyTurn()
+    start = t.message("Hel")[:-2] + b"\n\n" + b'data: {"event":"message","answer":"'
+    parts = endless_line(start, HUGE)
+    dify.script(SSEReply(parts))
+    events, error = run(dify_provider.start(turn()))
+    assert reply_text(events) == "Hel" and not any(isinstance(e, Finished) for e in events)
+    assert_failed_on_the_huge_line(error, dify.chat_requests[0], len(parts))
+    assert len(dify.chat_requests) == 1  # never retried
+
+
+def test_openai_a_line_over_the_bound_fails_the_turn_and_closes_the_connection(openai, openai_provider):
+    parts = endless_line(chunk("Hel") + b'data: {"choices":[{"delta":{"content":"', HUGE)
+    openai.script(SSEReply(parts))
+    events, error = run(openai_provider.start(turn()))
+    assert reply_text(events) == "Hel"
+    assert_failed_on_the_huge_line(error, openai.requests[0], len(parts))
+    assert len(openai.requests) == 1
+
+
+def test_the_line_bound_is_configurable(openai):
+    env = {"AI_PROVIDER": "openai", "OPENAI_BASE_URL": openai.url, "OPENAI_API_KEY": openai.api_key}
+    provider = build({**env, "OPENAI_MODEL": "fake-model", "PROVIDER_MAX_LINE_BYTES": "300"})
+    openai.script(completion("x" * 300), completion("short"))  # a chunk's line is about 200 bytes
+    try:
+        _, error = run(provider.start(turn()))
+        assert error is not None and error.reason_code == "bad_response"
+        events, error = run(provider.start(turn()))
+        assert error is None and reply_text(events) == "short"
+    finally:
+        provider.close()
 
 
 # --- a measurement, not an assertion --------------------------------------------------------------------

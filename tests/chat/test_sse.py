@@ -1,8 +1,11 @@
-"""The SSE parser: frames, pings without data, multi-line data, CR/LF/CRLF, comments, split chunks."""
+"""The SSE parser: frames, pings without data, multi-line data, CR/LF/CRLF, comments, split chunks,
+and the bound on a line."""
 
 from __future__ import annotations
 
-from chat_service.providers.sse import SSEEvent, SSEParser, iter_sse
+import pytest
+
+from chat_service.providers.sse import MAX_LINE_BYTES, LineTooLong, SSEEvent, SSEParser, iter_sse
 
 
 def parse(*chunks: bytes) -> list[SSEEvent]:
@@ -69,3 +72,45 @@ def test_a_byte_order_mark_at_the_start_is_skipped():
 
 def test_id_is_kept_and_unknown_fields_ignored():
     assert parse(b"id: 7\nretry: 100\nfoo: bar\ndata: x\n\n") == [SSEEvent(data="x", id="7")]
+
+
+# --- the bound on a line (PROVIDER_MAX_LINE_BYTES) ---------------------------------------------------
+
+
+def test_a_line_up_to_the_bound_is_read():
+    line = b"data: " + b"x" * 94
+    assert parse_bounded(100, line + b"\n\n") == [SSEEvent(data="x" * 94)]
+
+
+def test_a_line_past_the_bound_fails_as_soon_as_it_crosses_it_before_it_ends():
+    """The line is never held whole: the chunk that crosses the bound raises, its end never comes."""
+    parser = SSEParser(max_line_bytes=1000)
+    assert parser.feed(b"data: " + b"x" * 900) == []
+    with pytest.raises(LineTooLong):
+        parser.feed(b"x" * 200)
+
+
+def test_a_line_past_the_bound_fails_also_when_it_arrives_in_one_chunk_with_its_end():
+    with pytest.raises(LineTooLong):
+        parse_bounded(100, b"data: ok\n\ndata: " + b"x" * 200 + b"\n\n")
+
+
+def test_a_frame_of_many_short_data_lines_past_the_bound_fails():
+    with pytest.raises(LineTooLong):
+        parse_bounded(100, b"data: 0123456789\n" * 20 + b"\n")
+
+
+def test_the_bound_counts_each_frame_anew():
+    frame = b"data: " + b"x" * 60 + b"\n\n"
+    assert len(parse_bounded(100, frame * 50)) == 50
+
+
+def test_the_default_bound_is_one_mebibyte():
+    assert MAX_LINE_BYTES == 1024 * 1024
+    assert parse(b"data: " + b"x" * (MAX_LINE_BYTES - 6) + b"\n\n")[0].data == "x" * (MAX_LINE_BYTES - 6)
+    with pytest.raises(LineTooLong):
+        parse(b"data: " + b"x" * MAX_LINE_BYTES)
+
+
+def parse_bounded(limit: int, *chunks: bytes) -> list[SSEEvent]:
+    return list(iter_sse(chunks, max_line_bytes=limit))

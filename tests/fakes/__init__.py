@@ -63,6 +63,13 @@ class Drop:
 
 
 Reply = SSEReply | ErrorReply | Drop
+
+
+def endless_line(start: bytes, total_bytes: int, piece_bytes: int = 65536) -> list[bytes | float]:
+    """SSE parts for one line of `total_bytes` that starts with `start` and has no end in sight
+    (the same piece object repeated, so a 60 MiB line costs the fake no memory)."""
+    piece = b"x" * piece_bytes
+    return [start, *[piece] * (total_bytes // piece_bytes)]
 ReplyMaker = Callable[[RecordedRequest], Reply]
 
 
