@@ -29,7 +29,17 @@ class Config(SharedConfig):
             "no",
             "off",
         )
+        # GET /list answers at most this many records (pinned first, then newest); /page pages them all.
+        self.LIST_MAX_RECORDS = _positive_int(environ, "LIST_MAX_RECORDS", "1000")
         self.OUTBOX_INTERVAL_SECONDS = float(environ.get("OUTBOX_INTERVAL_SECONDS", "0.5"))
         self.OUTBOX_MAX_BACKOFF_SECONDS = float(environ.get("OUTBOX_MAX_BACKOFF_SECONDS", "10"))
         # Records one user may create per window (shared.rate_limits notation; "off" for none).
         self.LIMIT_RECORDS_CREATED = environ.get("LIMIT_RECORDS_CREATED", "60/minute")
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: str) -> int:
+    """A setting that must be a positive integer in ASCII digits; anything else stops the start."""
+    raw = environ.get(name, default).strip()
+    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        raise ValueError(f"{name} must be a positive integer, not {raw!r}")
+    return int(raw)

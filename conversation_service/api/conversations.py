@@ -1,5 +1,7 @@
 """/api/ai/conversation: the seed's eight routes."""
 
+from flask import current_app
+
 from conversation_service.api import bp
 from conversation_service.schemas import (
     BatchBody,
@@ -80,7 +82,8 @@ def page_conversations(args):
 @bp.get("/list")
 @response(ConversationSchema(many=True))
 def list_conversations():
-    return conversations.list_all(current_user_id())
+    """The caller's records, at most LIST_MAX_RECORDS of them: page through all with /page (`cursor`)."""
+    return conversations.list_all(current_user_id(), current_app.config["LIST_MAX_RECORDS"])
 
 
 @bp.delete("/<conversation_id:conversation_id>")

@@ -225,14 +225,16 @@ def scroll(
     return records[:page_size], len(records) > page_size
 
 
-def list_all(user_id: str) -> list[Record]:
-    """All the user's live records, pinned first, then newest first (the seed's sort rule)."""
+def list_all(user_id: str, limit: int) -> list[Record]:
+    """The user's live records, pinned first, then newest first (the seed's sort rule): at most
+    `limit` of them (LIST_MAX_RECORDS), so that one user's 20,000 records never slow everyone."""
     query = (
         sa.select(AiConversation)
         .where(_live(user_id))
         .order_by(
             AiConversation.is_pinned.desc(), AiConversation.created_time.desc(), AiConversation.id.desc()
         )
+        .limit(limit)
     )
     return list(db.session.scalars(query))
 
