@@ -25,6 +25,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2" if os.environ.get("REDIS_URL
 multiprocess_dir_for(workers, "chat_service")  # several workers: /metrics adds them all up
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
 threads = int(os.environ.get("THREADS", "8"))  # gthread only
+# gevent bounds reading each request's line and headers by it (a trickler is closed), and idle
+# keep-alive connections close after it (bench/slow_connections.py, docs/operations.md).
+keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
 timeout = 60
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 accesslog = None  # the app writes one JSON access line per request

@@ -1,15 +1,32 @@
-"""gunicorn settings for conversation_service (see docs/conversation_service.md)."""
+"""gunicorn settings for conversation_service (see docs/conversation_service.md).
+
+gevent workers, like chat_service: a connection costs a greenlet, not a thread. Under gthread (2
+workers x 8 threads) 200 idle or trickling connections took every thread and no REST request was
+answered within 5 s; under gevent REST kept answering in milliseconds (bench/slow_connections.py,
+docs/benchmarks.md). A connection must deliver its request line and headers within `keepalive`
+seconds (gevent's worker bounds reading each request by it), and idle keep-alive connections close
+after it too.
+"""
 
 import os
 
+worker_class = os.environ.get("WORKER_CLASS", "gevent")
+if worker_class == "gevent":
+    # Patch before anything below imports ssl or sockets: a module imported unpatched in the master
+    # stays unpatched in every forked worker. The outbox worker's threads become greenlets.
+    from gevent import monkey
+
+    monkey.patch_all()
+
 # gunicorn hooks for multiprocess metrics; nothing here may import prometheus_client (see there).
-from shared.gunicorn_metrics import child_exit, multiprocess_dir_for, on_exit, on_starting  # noqa: F401
+from shared.gunicorn_metrics import child_exit, multiprocess_dir_for, on_exit, on_starting  # noqa: E402, F401
 
 bind = os.environ.get("BIND", "0.0.0.0:5002")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 multiprocess_dir_for(workers, "conversation_service")  # several workers: /metrics adds them all up
-worker_class = "gthread"
-threads = int(os.environ.get("THREADS", "8"))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))  # gevent only
+threads = int(os.environ.get("THREADS", "8"))  # gthread only
+keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
 timeout = 60
 graceful_timeout = 30
 accesslog = None  # the app writes one JSON access line per request
