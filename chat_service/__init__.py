@@ -9,16 +9,16 @@ from pathlib import Path
 from flask import Flask
 
 import shared
+import shared.admission
 import shared.db
 import shared.health
 import shared.metrics
-from chat_service.config import Config
 import shared.rate_limits
+from chat_service.config import Config
 from chat_service.extensions import db, migrate, sock
 from shared.http import ServiceClient
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
 # Per-user rate limits (shared.rate_limits): rule name -> its setting.
 RATE_RULES = {
     "requests": "LIMIT_REQUESTS",
@@ -26,6 +26,7 @@ RATE_RULES = {
     "turns": "LIMIT_TURNS",
     "tokens": "LIMIT_TOKENS",
 }
+
 
 def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from environment variables (`environ` replaces `os.environ`, for tests)."""
@@ -56,4 +57,5 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(api.internal_bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(socket.bp)
+    shared.admission.init_app(app)  # after the blueprints: it admits their requests
     return app

@@ -9,11 +9,12 @@ from pathlib import Path
 from flask import Flask
 
 import shared
+import shared.admission
 import shared.db
 import shared.health
 import shared.metrics
-from conversation_service.config import Config
 import shared.rate_limits
+from conversation_service.config import Config
 from conversation_service.extensions import db, migrate
 from conversation_service.snowflake import Snowflake
 
@@ -41,4 +42,5 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.url_map.converters["conversation_id"] = api.ConversationIdConverter
     app.register_blueprint(api.bp)
     app.register_blueprint(api.internal_bp)
+    shared.admission.init_app(app)  # after the blueprints: it admits their requests
     return app

@@ -45,6 +45,11 @@ class SharedConfig:
         self.LIMITS_KEY_PREFIX = env("LIMITS_KEY_PREFIX", "limits")
         # Proxies in front of the service whose X-Forwarded-For/-Proto/-Host are believed (gateway: 1).
         self.TRUSTED_PROXIES = int(env("TRUSTED_PROXIES", "0"))
+        # Admission control (shared.admission): requests in flight per worker, sized to the pool; 0: off.
+        pool_slots = int(env("DB_POOL_SIZE", "5")) + int(env("DB_MAX_OVERFLOW", "10"))
+        self.ADMISSION_MAX_IN_FLIGHT = int(env("ADMISSION_MAX_IN_FLIGHT", str(pool_slots)))
+        self.ADMISSION_TIMEOUT_SECONDS = float(env("ADMISSION_TIMEOUT_SECONDS", "10"))
+        self.ADMISSION_RETRY_AFTER_SECONDS = int(env("ADMISSION_RETRY_AFTER_SECONDS", "2"))
 
     def as_dict(self) -> dict:
         names = {name for name in dir(self) if name.isupper()}
