@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from chat_service.providers.context import parse_client_roles
 from chat_service.providers.dify import parse_inputs
 from shared.config import SharedConfig
 
@@ -29,6 +30,10 @@ class Config(SharedConfig):
         self.OPENAI_BASE_URL = env("OPENAI_BASE_URL", "https://api.openai.com/v1")
         self.OPENAI_API_KEY = env("OPENAI_API_KEY", "")
         self.OPENAI_MODEL = env("OPENAI_MODEL", "gpt-4o-mini")
+        # The model's context is the server's: its own system prompt (OpenAI-compatible providers only),
+        # and the roles of client-posted messages sent as posted (others are left out; `user` always).
+        self.AI_SYSTEM_PROMPT = env("AI_SYSTEM_PROMPT", "").strip()
+        self.AI_CLIENT_ROLES = parse_client_roles(env("AI_CLIENT_ROLES", "user"))
         # After a completed reply, a session still titled 新会话 (by nobody's choice) gets a generated title.
         self.TITLE_GENERATION = env("TITLE_GENERATION", "true").strip().lower() not in FALSE_WORDS
         self.ECHO_DELAY_SECONDS = float(env("ECHO_DELAY_SECONDS", "0.05"))

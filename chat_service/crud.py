@@ -190,6 +190,7 @@ def create_message(
     *,
     dify_message_id: str | None = None,
     usage: str | None = None,
+    is_generated: bool = False,
 ) -> ChatMessage | None:
     """Store a message and count it on its session in one transaction; None if the session is gone.
 
@@ -216,6 +217,7 @@ def create_message(
         is_deleted=False,
         dify_message_id=dify_message_id,
         usage=usage,
+        is_generated=is_generated,
     )
     db.add(message)
     _commit_keeping(db, message)

@@ -74,6 +74,8 @@ class ChatMessage(db.Model):
     # What the AI provider said about a reply: Dify's message id, and its usage as JSON text.
     dify_message_id: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     usage: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # The server generated it (an AI reply): only these are sent to a model as its own turns.
+    is_generated: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
 
 # Changes to mirror in conversation_service (topics "record", "dify_delete"): shared/outbox.py.

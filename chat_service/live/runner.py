@@ -263,7 +263,7 @@ class Runner:
             message = with_retries(
                 "storing the reply",
                 lambda: crud.create_message(
-                    db.session, turn.session_id, turn.content, "assistant", **details
+                    db.session, turn.session_id, turn.content, "assistant", is_generated=True, **details
                 ),
                 self._store_retry_seconds,
             )

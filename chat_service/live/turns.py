@@ -148,7 +148,7 @@ class Turns:
             if session is None:
                 raise SessionNotFound()
             history = [
-                {"role": m.role, "content": m.content}
+                {"role": m.role, "content": m.content, "generated": m.is_generated}
                 for m in crud.list_messages(db.session, session_id, 1, HISTORY_MESSAGES, order="desc")[::-1]
             ]
             turn_inputs = inputs.for_turn(session)  # a 1001 before anything is stored or sent

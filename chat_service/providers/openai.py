@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible `/chat/completions` stream, with the session's history as context."""
+"""Any OpenAI-compatible `/chat/completions` stream, with the history the server trusts as context."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from chat_service.providers.base import (
     TurnRequest,
     normalize_usage,
 )
+from chat_service.providers.context import model_messages, parse_client_roles
 from chat_service.providers.http_stream import (
     Call,
     HttpFailure,
@@ -115,6 +116,8 @@ class OpenAIProvider:
         timeout: tuple[float, float] = (5.0, 60.0),
         policy: RetryPolicy | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        system_prompt: str = "",
+        client_roles: frozenset[str] = frozenset({"user"}),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -122,6 +125,8 @@ class OpenAIProvider:
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.max_line_bytes = max_line_bytes
+        self.system_prompt = system_prompt
+        self.client_roles = client_roles
         self.session = requests.Session()
 
     @classmethod
@@ -129,6 +134,7 @@ class OpenAIProvider:
         """The provider from `OPENAI_BASE_URL`, `OPENAI_API_KEY` (may be empty locally), `OPENAI_MODEL`."""
         if not config.get("OPENAI_BASE_URL") or not config.get("OPENAI_MODEL"):
             raise ValueError("AI_PROVIDER=openai needs OPENAI_BASE_URL and OPENAI_MODEL")
+        roles = config.get("AI_CLIENT_ROLES") or "user"  # parsed by Config, or a raw setting
         return cls(
             config["OPENAI_BASE_URL"],
             config.get("OPENAI_API_KEY", ""),
@@ -136,15 +142,17 @@ class OpenAIProvider:
             timeout=provider_timeout(config),
             policy=RetryPolicy.from_config(config),
             max_line_bytes=max_line_bytes(config),
+            system_prompt=str(config.get("AI_SYSTEM_PROMPT") or ""),
+            client_roles=parse_client_roles(roles if isinstance(roles, str) else ",".join(roles)),
         )
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.base_url!r}, model={self.model!r})"
 
     def start(self, turn: TurnRequest) -> HttpStream:
-        """A stream for the turn: the history plus the new user message; sent when first iterated."""
-        messages = [{"role": m["role"], "content": m["content"]} for m in turn.history]
-        messages.append({"role": "user", "content": turn.query})
+        """A stream for the turn: the server's system prompt, the history it trusts and the new user
+        message (`context.model_messages`); sent when first iterated."""
+        messages = model_messages(turn, self.system_prompt, self.client_roles)
         body = {
             "model": self.model,
             "stream": True,
