@@ -19,6 +19,7 @@ import collections
 import contextlib
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import tempfile
@@ -93,7 +94,12 @@ class Recorder:
         self.latencies[kind].append((time.perf_counter() - started) * 1000)
         self.statuses[response.status_code // 100 * 100] += 1
         if response.status_code != 200:
-            body = response.text[:120] if response.status_code >= 500 else ""
+            body = ""
+            if response.status_code >= 500:  # grouped by business code, not by traceId and timestamp
+                try:
+                    body = f"code {response.json()['code']}"
+                except (ValueError, KeyError, TypeError):
+                    body = response.text[:120]
             self.errors[f"{kind}: HTTP {response.status_code} {body}".strip()] += 1
             return None
         return response.json()["data"]
@@ -405,7 +411,8 @@ def main() -> None:
                 f"chat_service: gunicorn -c chat_service/gunicorn.conf.py "
                 f"(gevent, {workers} worker(s)), {backend}, "
                 f"echo AI; {args.clients} clients in {args.processes} processes, {args.users} users, "
-                f"{args.duration} s"
+                f"{args.duration} s; admission: ADMISSION_MAX_IN_FLIGHT="
+                f"{os.environ.get('ADMISSION_MAX_IN_FLIGHT', 'pool size + overflow (default)')}"
             )
             context = multiprocessing.get_context("spawn")
             results = context.Queue()
