@@ -57,5 +57,5 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(api.internal_bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(socket.bp)
-    shared.admission.init_app(app)  # after the blueprints: it admits their requests
+    shared.admission.init_app(app, unadmitted=[socket.bp.name])  # after the blueprints: it admits theirs
     return app

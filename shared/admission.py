@@ -3,18 +3,20 @@
 Without it, a gevent worker under more requests than its pool has connections starts them all; each
 takes a connection on its first query and keeps it to its teardown, the rest queue inside the pool,
 and those that wait longer than the pool's timeout (5 s) answer 503 after the fact
-(bench/mixed_load.py: 86 of 7,800 REST requests on PostgreSQL). Here a request waits for a slot
-before it does anything (`ADMISSION_MAX_IN_FLIGHT`, default `DB_POOL_SIZE + DB_MAX_OVERFLOW`), so an
-admitted request finds a connection free, and one that waits `ADMISSION_TIMEOUT_SECONDS` answers
-503 (12001) with `Retry-After` without ever having held a connection.
+(bench/mixed_load.py on PostgreSQL: 198 and 341 in two 60 s runs). Here a request waits for a slot
+after its blueprint's own checks and before its view (`ADMISSION_MAX_IN_FLIGHT`, default
+`DB_POOL_SIZE + DB_MAX_OVERFLOW`), so an admitted request finds a connection free, and one that waits
+`ADMISSION_TIMEOUT_SECONDS` answers 503 (12001) with `Retry-After` without ever having held a
+connection (0 in the same runs).
 
 Slots are handed over first come, first served. A request's body is read before it waits, so a client
-that trickles its body holds no slot. Not admitted (they never queue): the probes and `/metrics`
-(a busy worker must still answer them), `/openapi.json`, paths no route matches, and WebSocket
-handshakes (a socket holds no connection while open: it queries once to check its session, and a slot
-held for the socket's life would starve REST). The slot is released after the request's database
-session was removed (`appcontext_tearing_down` is sent after every `teardown_appcontext` function).
-Works alike under gevent (patched `threading`: the waits are greenlet waits) and gthread.
+that trickles its body holds no slot. Not admitted (they never queue): the probes and `/metrics` (a
+busy worker must still answer them), `/openapi.json`, paths no route matches, and the blueprints a
+service names (chat_service's WebSocket: a socket holds no connection while open, it queries once to
+check its session, and a slot held for the socket's life would starve REST). The slot is released
+after the request's database session was removed (`appcontext_tearing_down` is sent after every
+`teardown_appcontext` function). Works alike under gevent (patched `threading`: the waits are greenlet
+waits) and gthread.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Iterable
 
 from flask import Flask, appcontext_tearing_down, current_app, g, request
 
@@ -108,9 +111,7 @@ def current() -> Admission | None:
 
 
 def _needs_slot() -> bool:
-    if "_admission_slot" in g or request.path in EXEMPT_PATHS or request.url_rule is None:
-        return False
-    return request.headers.get("Upgrade", "").lower() != "websocket"
+    return not ("_admission_slot" in g or request.path in EXEMPT_PATHS or request.url_rule is None)
 
 
 def _admit() -> None:
@@ -128,9 +129,10 @@ def _release(_app: Flask, **_extra) -> None:
         admission.slots.release()
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, *, unadmitted: Iterable[str] = ()) -> None:
     """Admit each request of `app`'s blueprints after the blueprint's own checks (token, rate limits:
-    a request they refuse never queues). Call it after every blueprint is registered."""
+    a request they refuse never queues), but those of the blueprints named in `unadmitted` (e.g. the
+    WebSocket's). Call it after every blueprint is registered."""
     size = app.config["ADMISSION_MAX_IN_FLIGHT"]
     if size <= 0:
         return
@@ -138,6 +140,6 @@ def init_app(app: Flask) -> None:
         size, app.config["ADMISSION_TIMEOUT_SECONDS"], app.config["ADMISSION_RETRY_AFTER_SECONDS"]
     )
     for name in app.blueprints:  # a blueprint's hooks run after the app's and in their order: last
-        if name not in EXEMPT_BLUEPRINTS:
+        if name not in EXEMPT_BLUEPRINTS and name.split(".")[0] not in unadmitted:
             app.before_request_funcs.setdefault(name, []).append(_admit)
     appcontext_tearing_down.connect(_release, app, weak=False)
