@@ -50,8 +50,11 @@ FUZZ_SETTINGS = settings(
 # The apps exist at import, for schemathesis to read their documents and make one test per operation;
 # their SQLite files are created, migrated and removed by the `migrated` fixture.
 DB_DIR = Path(tempfile.gettempdir()) / f"aichat-fuzz-{os.getpid()}"
-chat_app = create_chat_app(base_environ(f"sqlite:///{DB_DIR}/chat.sqlite3"))
-conversation_app = create_conversation_app(base_environ(f"sqlite:///{DB_DIR}/conversation.sqlite3"))
+# Per-user limits off: every example is ALICE's, and hundreds of them would meet LIMIT_*_CREATED.
+chat_app = create_chat_app(base_environ(f"sqlite:///{DB_DIR}/chat.sqlite3", RATE_LIMITS="false"))
+conversation_app = create_conversation_app(
+    base_environ(f"sqlite:///{DB_DIR}/conversation.sqlite3", RATE_LIMITS="false")
+)
 chat_schema = schemathesis.openapi.from_wsgi("/openapi.json", chat_app)
 conversation_schema = schemathesis.openapi.from_wsgi("/openapi.json", conversation_app)
 

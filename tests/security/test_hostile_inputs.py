@@ -6,6 +6,7 @@ Run on every backend given (lone surrogates fail only in psycopg, so check on Po
 from __future__ import annotations
 
 import io
+from urllib.parse import quote
 
 import pytest
 
@@ -190,3 +191,48 @@ def test_a_huge_number_in_dify_inputs_is_1001(chat):
         headers={"Content-Type": "application/json"},
     )
     assert "inputs" in envelope(response, 400, 1001)["errors"]
+
+
+FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda n: f"%20{n}",
+        lambda n: f"{n}%20",
+        lambda n: quote(str(n).translate(FULLWIDTH)),
+        lambda n: f"+{n}",
+        lambda n: f"{n}.0",
+        lambda n: "_".join(str(n)) if n > 9 else f"0_{n}",
+    ],
+    ids=["leading-space", "trailing-space", "fullwidth", "plus", "decimal", "underscore"],
+)
+def test_an_existing_message_id_spelled_oddly_is_not_found_by_it(chat, spell):
+    session = envelope(chat.post("/api/chat/session", json={"title": "t"}), 200)
+    sid = session["session_id"]
+    message_id = envelope(chat.post("/api/chat/message", json={"session_id": sid, "content": "hi"}), 200)[
+        "message_id"
+    ]
+    odd = spell(message_id)
+    for method, path in [
+        ("GET", f"/api/chat/sessions/{sid}/messages/{odd}"),
+        ("DELETE", f"/api/chat/messages/{odd}"),
+    ]:
+        response = chat.call(method, path)
+        assert response.status_code in (400, 404), (path, response.status_code)
+    assert (
+        envelope(chat.get(f"/api/chat/sessions/{sid}/messages/{message_id}"), 200)["message_id"] == message_id
+    )
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [lambda i: f"%20{i}", lambda i: quote(i.translate(FULLWIDTH)), lambda i: f"+{i}", lambda i: f"{i}.0"],
+    ids=["leading-space", "fullwidth", "plus", "decimal"],
+)
+def test_an_existing_conversation_id_spelled_oddly_is_not_found_by_it(conv, spell):
+    record_id = envelope(conv.post("/api/ai/conversation", json={"title": "t"}), 200)["id"]
+    response = conv.get(f"/api/ai/conversation/{spell(record_id)}")
+    assert response.status_code in (400, 404), response.status_code
+    assert envelope(conv.get(f"/api/ai/conversation/{record_id}"), 200)["id"] == record_id
