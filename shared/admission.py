@@ -10,23 +10,25 @@ after its blueprint's own checks and before its view (`ADMISSION_MAX_IN_FLIGHT`,
 connection (0 in the same runs).
 
 Slots are handed over first come, first served. A request's body is read before it waits, so a client
-that trickles its body holds no slot. Not admitted (they never queue): the probes and `/metrics` (a
-busy worker must still answer them), `/openapi.json`, paths no route matches, and the blueprints a
-service names (chat_service's WebSocket: a socket holds no connection while open, it queries once to
-check its session, and a slot held for the socket's life would starve REST). The slot is released
-after the request's database session was removed (`appcontext_tearing_down` is sent after every
-`teardown_appcontext` function). Works alike under gevent (patched `threading`: the waits are greenlet
-waits) and gthread.
+that trickles its body holds no slot (and under gevent gets a 408 after REQUEST_BODY_TIMEOUT_SECONDS).
+Not admitted (they never queue): the probes and `/metrics` (a busy worker must still answer them),
+`/openapi.json`, paths no route matches, and the blueprints a service names (chat_service's
+WebSocket: a socket holds no connection while open, it queries once to check its session, and a slot
+held for the socket's life would starve REST). The slot is released after the request's database
+session was removed (`appcontext_tearing_down` is sent after every `teardown_appcontext` function).
+Works alike under gevent (patched `threading`: the waits are greenlet waits) and gthread.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 from collections.abc import Iterable
 
 from flask import Flask, appcontext_tearing_down, current_app, g, request
+from werkzeug.exceptions import RequestTimeout
 
 from shared.errors import DatabaseUnavailable
 
@@ -114,12 +116,31 @@ def _needs_slot() -> bool:
     return not ("_admission_slot" in g or request.path in EXEMPT_PATHS or request.url_rule is None)
 
 
+def _read_body() -> None:
+    """The whole body, before the request waits (at most MAX_CONTENT_LENGTH bytes). Under gevent it must
+    arrive within REQUEST_BODY_TIMEOUT_SECONDS, else 408: gunicorn itself has no body timeout, and a
+    client trickling a body would keep its connection for as long as it likes."""
+    seconds = current_app.config["REQUEST_BODY_TIMEOUT_SECONDS"]
+    if seconds <= 0 or not _gevent_patched():
+        request.get_data(cache=True)
+        return
+    import gevent
+
+    with gevent.Timeout(seconds, RequestTimeout(f"the request body did not arrive within {seconds:g} s")):
+        request.get_data(cache=True)
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
 def _admit() -> None:
     admission = current()
     if admission is None or not _needs_slot():
         return
     if request.content_length or request.headers.get("Transfer-Encoding"):
-        request.get_data(cache=True)  # the whole body before waiting (bounded by MAX_CONTENT_LENGTH)
+        _read_body()
     admission.admit()
 
 

@@ -50,6 +50,8 @@ class SharedConfig:
         self.ADMISSION_MAX_IN_FLIGHT = int(env("ADMISSION_MAX_IN_FLIGHT", str(pool_slots)))
         self.ADMISSION_TIMEOUT_SECONDS = float(env("ADMISSION_TIMEOUT_SECONDS", "10"))
         self.ADMISSION_RETRY_AFTER_SECONDS = int(env("ADMISSION_RETRY_AFTER_SECONDS", "2"))
+        # Under gevent, a request body must arrive within this (408 otherwise); 0: no bound.
+        self.REQUEST_BODY_TIMEOUT_SECONDS = float(env("REQUEST_BODY_TIMEOUT_SECONDS", "30"))
 
     def as_dict(self) -> dict:
         names = {name for name in dir(self) if name.isupper()}
