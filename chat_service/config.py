@@ -34,6 +34,10 @@ class Config(SharedConfig):
         # and the roles of client-posted messages sent as posted (others are left out; `user` always).
         self.AI_SYSTEM_PROMPT = env("AI_SYSTEM_PROMPT", "").strip()
         self.AI_CLIENT_ROLES = parse_client_roles(env("AI_CLIENT_ROLES", "user"))
+        # A reply's length (OpenAI-compatible `max_tokens`: without it a model writes until its window is
+        # full) and the prompt's, estimated (providers/context.py): keep both within the model's window.
+        self.OPENAI_MAX_TOKENS = int(env("OPENAI_MAX_TOKENS", "1024"))
+        self.AI_CONTEXT_TOKENS = int(env("AI_CONTEXT_TOKENS", "6000"))
         # After a completed reply, a session still titled 新会话 (by nobody's choice) gets a generated title.
         self.TITLE_GENERATION = env("TITLE_GENERATION", "true").strip().lower() not in FALSE_WORDS
         self.ECHO_DELAY_SECONDS = float(env("ECHO_DELAY_SECONDS", "0.05"))

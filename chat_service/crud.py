@@ -300,6 +300,17 @@ def list_messages_by_cursor(
     return list(db.scalars(query))[::-1]
 
 
+def last_message(db: Session, session_id: str, role: str) -> ChatMessage | None:
+    """The session's newest live message of `role`, or None."""
+    query = (
+        sa.select(ChatMessage)
+        .where(_live_messages(session_id), ChatMessage.role == role)
+        .order_by(ChatMessage.message_id.desc())
+        .limit(1)
+    )
+    return db.scalars(query).first()
+
+
 def soft_delete_message(db: Session, message_id: int) -> bool:
     """Mark the message deleted and uncount it; False if it was not live."""
     message = get_message(db, message_id)

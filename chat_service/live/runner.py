@@ -88,19 +88,32 @@ class Runner:
         self._ttl_ms = int(float(app.config["TURN_CLAIM_TTL_SECONDS"]) * 1000)
         self._store_retry_seconds = float(app.config["STORE_RETRY_SECONDS"])
 
-    def start(self, turn: Turn, request: TurnRequest) -> None:
+    def start(self, turn: Turn, request: TurnRequest, *, fork: bool = False) -> None:
+        """Run the turn in its own thread; `fork`: in a new Dify conversation (an edit rewound it)."""
         threading.Thread(
-            target=self._run, args=(turn, request), name=f"turn-{turn.session_id}", daemon=True
+            target=self._run, args=(turn, request, fork), name=f"turn-{turn.session_id}", daemon=True
         ).start()
 
-    def _run(self, turn: Turn, request: TurnRequest) -> None:
+    def _run(self, turn: Turn, request: TurnRequest, fork: bool = False) -> None:
         with self._app.app_context(), bound_trace_id(turn.trace_id):
             announce: list[dict] = []
             completed = False
             try:
+                if fork and request.conversation_id is not None:
+                    log.info("an edit rewound the conversation: continuing in a new Dify conversation")
+                    request = self._reset_conversation(turn, request, "rewound")
                 ending, failure = self._relay(turn, request)
                 if self._conversation_gone(turn, request, failure):
-                    request = self._reset_conversation(turn, request, failure)
+                    log.warning(
+                        "Dify no longer knows conversation %s (%s): continuing in a new one",
+                        request.conversation_id,
+                        failure.upstream_message or failure.code,
+                    )
+                    request = self._reset_conversation(turn, request, "conversation_gone")
+                    ending, failure = self._relay(turn, request)
+                if self._retry_shorter(turn, failure):
+                    log.warning("the model refused the prompt as too long: sending a shorter history")
+                    request = replace(request, trimmed=request.trimmed + 1)
                     ending, failure = self._relay(turn, request)
                 announce, completed = self._settle(turn, ending, failure)
             except Exception:
@@ -166,6 +179,16 @@ class Runner:
         self._bus.publish(turn.session_id, events.frame("delta", data), record=record)
         time.sleep(0)  # under gevent, let the sockets' writers run now, not at the next blocking read
 
+    @staticmethod
+    def _retry_shorter(turn: Turn, failure: ProviderError | None) -> bool:
+        """A prompt refused as too long, before any piece: worth one more try with half the history."""
+        return (
+            failure is not None
+            and failure.context_too_long
+            and turn.seq == 0
+            and not turn.stop_requested.is_set()
+        )
+
     # -- a conversation Dify forgot ------------------------------------------------------------------
 
     @staticmethod
@@ -178,14 +201,9 @@ class Runner:
             and not turn.stop_requested.is_set()
         )
 
-    def _reset_conversation(self, turn: Turn, request: TurnRequest, failure: ProviderError) -> TurnRequest:
-        """Forget the dead Dify conversation and tell the sockets the AI's memory starts over."""
-        log.warning(
-            "Dify no longer knows conversation %s (%s): continuing in a new one",
-            request.conversation_id,
-            failure.upstream_message or failure.code,
-            extra={"session_id": turn.session_id},
-        )
+    def _reset_conversation(self, turn: Turn, request: TurnRequest, reason: str) -> TurnRequest:
+        """Leave the session's Dify conversation (Dify forgot it, or an edit rewound past its memory) and
+        tell the sockets the AI's memory starts over."""
         try:
             links.forget(turn.session_id, request.conversation_id)
         except SQLAlchemyError as error:
@@ -196,7 +214,7 @@ class Runner:
         data = {
             "session_id": turn.session_id,
             "turn_id": turn.turn_id,
-            "reason": "conversation_gone",
+            "reason": reason,
             "previous_conversation_id": request.conversation_id,
         }
         self._bus.publish(turn.session_id, events.frame("conversation_reset", data))

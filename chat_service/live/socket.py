@@ -48,8 +48,11 @@ class ClientFrame(Schema):
     class Meta:
         unknown = RAISE
 
-    type = fields.String(required=True, validate=validate.OneOf(("message", "stop", "ping")))
+    type = fields.String(
+        required=True, validate=validate.OneOf(("message", "stop", "ping", "regenerate", "edit"))
+    )
     content = Content()
+    message_id = fields.Integer(strict=True, validate=validate.Range(min=1, max=2**63 - 1))
 
 
 @bp.before_request
@@ -249,6 +252,15 @@ class SessionSocket:
         if not payload.get("content"):
             raise ValidationError({"content": ["Missing data for required field."]})
         self.live.turns.start(g.user_id, self.session_id, payload["content"])
+
+    def _on_regenerate(self, _payload: dict) -> None:
+        self.live.turns.regenerate(g.user_id, self.session_id)
+
+    def _on_edit(self, payload: dict) -> None:
+        missing = [name for name in ("message_id", "content") if not payload.get(name)]
+        if missing:
+            raise ValidationError({name: ["Missing data for required field."] for name in missing})
+        self.live.turns.edit(g.user_id, self.session_id, payload["message_id"], payload["content"])
 
     def _on_stop(self, _payload: dict) -> None:
         if self.live.turns.snapshot(self.session_id) is None:

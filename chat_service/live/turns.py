@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,9 @@ from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.live.runner import Runner, with_retries
 from chat_service.live.slots import Slots
+from chat_service.models import ChatSession
 from chat_service.providers.base import Provider, Stream, TurnRequest
-from chat_service.services import inputs, messages
+from chat_service.services import asks, inputs
 from shared import rate_limits
 from shared.errors import OperationFailed, SessionNotFound, UpstreamFailed
 from shared.tracing import current_trace_id
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HISTORY_MESSAGES = 20
 KEY_PREFIX = "chat:turn:"
 INTERRUPTED = "the reply was interrupted: the instance generating it stopped"
 
@@ -136,6 +137,21 @@ class Turns:
     def start(self, user_id: str, session_id: str, content: str) -> Turn:
         """Store the user's message and start the reply; 1004 while another reply is in flight, 429
         past one of the user's limits (nothing stored then)."""
+        return self._begin(user_id, session_id, lambda session: asks.new_message(session, content))
+
+    def regenerate(self, user_id: str, session_id: str) -> Turn:
+        """A new reply to the session's last question; the replies it had are deleted."""
+        return self._begin(user_id, session_id, asks.regenerate)
+
+    def edit(self, user_id: str, session_id: str, message_id: int, content: str) -> Turn:
+        """Edit a question and answer it anew; every message after it is deleted."""
+        return self._begin(
+            user_id, session_id, lambda session: asks.edit(session, user_id, message_id, content)
+        )
+
+    def _begin(self, user_id: str, session_id: str, plan: Callable[[ChatSession], asks.Ask]) -> Turn:
+        """Admit a turn (limits, the session's claim), plan what it asks with nothing written, then
+        write it and start the reply; any refusal leaves the session as it was."""
         turn = Turn(session_id, user_id, current_trace_id())
         limits = rate_limits.of(self._app)
         limits.check("tokens", user_id)
@@ -147,30 +163,26 @@ class Turns:
             session = crud.get_session(db.session, session_id)
             if session is None:
                 raise SessionNotFound()
-            history = [
-                {"role": m.role, "content": m.content, "generated": m.is_generated}
-                for m in crud.list_messages(db.session, session_id, 1, HISTORY_MESSAGES, order="desc")[::-1]
-            ]
+            ask = plan(session)
             turn_inputs = inputs.for_turn(session)  # a 1001 before anything is stored or sent
             turn.dify_conversation_id = session.dify_conversation_id
             limits.hit("turns", user_id)  # last: a turn refused for another reason is not counted
-            message = with_retries(
+            turn.user_message_id = message_id = with_retries(
                 "storing the user message",
-                lambda: messages.store_message(session_id, content),
+                lambda: asks.apply(ask, user_id, session_id),
                 self._store_retry_seconds,
             )
-            turn.user_message_id = message.message_id
             state = _keys(session_id)[1]
-            self._bus.call(lambda redis: redis.hset(state, "user_message_id", message.message_id), None)
+            self._bus.call(lambda redis: redis.hset(state, "user_message_id", message_id), None)
         except BaseException:
             self._release(turn)
             raise
         finally:
             db.session.remove()  # no turn holds a database connection while the reply streams
         request = TurnRequest(
-            user_id, content, history, turn.dify_conversation_id, turn.trace_id, inputs=turn_inputs
+            user_id, ask.query, ask.history, turn.dify_conversation_id, turn.trace_id, inputs=turn_inputs
         )
-        self._runner.start(turn, request)
+        self._runner.start(turn, request, fork=ask.fork)
         return turn
 
     def stop(self, session_id: str) -> None:

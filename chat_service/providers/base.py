@@ -26,6 +26,8 @@ class TurnRequest:
     trace_id: str | None = None
     # Dify's `inputs` (the app's input form), merged over the `DIFY_INPUTS` defaults; the request wins.
     inputs: dict = field(default_factory=dict)
+    # How many times the model refused the prompt as too long: each halves the history's budget.
+    trimmed: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ REASONS: dict[str, str] = {
     "conversation_gone": "the AI service no longer knows this conversation",
     "content_filtered": "the AI service's content filter blocked the reply",
     "stream_cut": "the reply was cut off before it was complete",
+    "context_too_long": "this conversation is too long for the AI model: shorten the message or start anew",
     "bad_response": "the AI service sent a reply this service cannot read",
     "internal": "the AI service failed to produce a reply",
 }
@@ -125,6 +128,8 @@ _CODE_REASONS = {
     "unauthorized": "unauthorized",
     "invalid_api_key": "unauthorized",
     "conversation_completed": "conversation_gone",
+    # The prompt does not fit the model's window (OpenAI, llama.cpp's server): trimmed once, then this.
+    "context_length_exceeded": "context_too_long",
     "content_filter": "content_filtered",
     "content_policy_violation": "content_filtered",
     "invalid_param": "bad_request",
@@ -178,6 +183,11 @@ class ProviderError(Exception):
     def reason(self) -> str:
         """The short English text users see: from our table, never the provider's words."""
         return REASONS[self.reason_code]
+
+    @property
+    def context_too_long(self) -> bool:
+        """The model refused the prompt as longer than its window."""
+        return self.reason_code == "context_too_long"
 
     @property
     def conversation_gone(self) -> bool:

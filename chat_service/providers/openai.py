@@ -118,6 +118,8 @@ class OpenAIProvider:
         max_line_bytes: int = MAX_LINE_BYTES,
         system_prompt: str = "",
         client_roles: frozenset[str] = frozenset({"user"}),
+        max_tokens: int = 0,
+        context_tokens: int = 0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -127,6 +129,8 @@ class OpenAIProvider:
         self.max_line_bytes = max_line_bytes
         self.system_prompt = system_prompt
         self.client_roles = client_roles
+        self.max_tokens = max_tokens
+        self.context_tokens = context_tokens
         self.session = requests.Session()
 
     @classmethod
@@ -144,6 +148,8 @@ class OpenAIProvider:
             max_line_bytes=max_line_bytes(config),
             system_prompt=str(config.get("AI_SYSTEM_PROMPT") or ""),
             client_roles=parse_client_roles(roles if isinstance(roles, str) else ",".join(roles)),
+            max_tokens=int(config.get("OPENAI_MAX_TOKENS") or 0),
+            context_tokens=int(config.get("AI_CONTEXT_TOKENS") or 0),
         )
 
     def __repr__(self) -> str:
@@ -152,13 +158,15 @@ class OpenAIProvider:
     def start(self, turn: TurnRequest) -> HttpStream:
         """A stream for the turn: the server's system prompt, the history it trusts and the new user
         message (`context.model_messages`); sent when first iterated."""
-        messages = model_messages(turn, self.system_prompt, self.client_roles)
-        body = {
+        messages = model_messages(turn, self.system_prompt, self.client_roles, self.context_tokens)
+        body: dict[str, Any] = {
             "model": self.model,
             "stream": True,
             "stream_options": {"include_usage": True},  # the last chunk then carries the usage
             "messages": messages,
         }
+        if self.max_tokens:
+            body["max_tokens"] = self.max_tokens  # without it a model writes until its window is full
         headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"

@@ -528,6 +528,7 @@ def test_openai_sends_history_and_streams_the_reply(openai, openai_provider):
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "how are you?"},
         ],
+        "max_tokens": 1024,  # OPENAI_MAX_TOKENS' default: a reply never runs to the window's end
     }
     assert request.headers["Authorization"] == f"Bearer {openai.api_key}"
     assert request.headers["X-Trace-Id"] == TRACE
