@@ -1,0 +1,117 @@
+"""chat_service with `AI_PROVIDER=openai` against a real small model (Gemma 3 270M in llama.cpp's server).
+
+A long conversation keeps working against a 2,048-token window: replies are bounded by
+`OPENAI_MAX_TOKENS`, the history sent is the newest that fits `AI_CONTEXT_CHARS`. Stop ends a reply
+mid-stream, regenerate replaces the last reply. And the relay adds next to nothing to the model's own
+time to first token (printed, not asserted: speed is a benchmark's job).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from chat_service import create_app
+from tests.chat.test_ws import create_session, stored_messages
+from tests.conftest import base_environ
+from tests.live import serve
+from tests.live_probe import migrated_sqlite, release
+from tests.real_model.conftest import N_CTX
+
+MAX_TOKENS = 48
+
+
+@pytest.fixture
+def gemma_chat(llama, tmp_path) -> Iterator[str]:
+    """chat_service (on SQLite alone: the model is the subject here, not the database) talking to it."""
+    environ = base_environ(
+        migrated_sqlite(tmp_path, base_environ),
+        AI_PROVIDER="openai",
+        OPENAI_BASE_URL=llama.url,
+        OPENAI_API_KEY="not-needed",
+        OPENAI_MODEL=llama.model,
+        OPENAI_MAX_TOKENS=str(MAX_TOKENS),
+        AI_CONTEXT_TOKENS=str(N_CTX - MAX_TOKENS - 400),  # the estimate errs long; keep a margin too
+        PROVIDER_READ_TIMEOUT_SECONDS="120",
+        TITLE_GENERATION="false",
+    )
+    app = create_app(environ)
+    with serve(app) as base:
+        yield base
+    release(app)
+
+
+def reply_to(socket, content: str, timeout: float = 120) -> dict:
+    socket.send({"type": "message", "content": content})
+    frames = socket.until("assistant_message", timeout=timeout)
+    errors = [f for f in frames if f["type"] == "error"]
+    assert not errors, errors
+    return frames[-1]["data"]
+
+
+LONG_QUESTION = (
+    "Please describe, in as much detail as you can, how a bicycle works: the frame, the wheels, the "
+    "chain, the gears, the brakes and how a rider keeps balance. "
+) * 6
+
+
+def test_a_long_conversation_keeps_working_within_the_models_window(gemma_chat, token, open_socket):
+    sid = create_session(gemma_chat, token)
+    socket = open_socket(gemma_chat, sid, ready=True)
+    for n in range(6):
+        reply = reply_to(socket, f"Question {n + 1}. {LONG_QUESTION}")
+        assert reply["content"].strip()
+        # llama.cpp's server reports no usage when streaming: bound the reply by its length instead
+        # (a token is rarely more than a dozen characters).
+        assert len(reply["content"]) <= MAX_TOKENS * 12, len(reply["content"])
+    assert len(stored_messages(gemma_chat, token, sid)) == 12
+
+
+def direct_first_token_seconds(llama) -> float:
+    """The model's own time to its first streamed token, straight from llama.cpp's server."""
+    started = time.monotonic()
+    body = {
+        "model": llama.model,
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+        "stream": True,
+        "max_tokens": 16,
+    }
+    with requests.post(llama.url + "/chat/completions", json=body, stream=True, timeout=120) as response:
+        for line in response.iter_lines():
+            if line.startswith(b"data: ") and line != b"data: [DONE]":
+                chunk = json.loads(line[6:])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    return time.monotonic() - started
+    raise AssertionError("the model streamed no content")
+
+
+def test_stop_regenerate_and_the_relays_first_delta(gemma_chat, llama, token, open_socket):
+    sid = create_session(gemma_chat, token)
+    socket = open_socket(gemma_chat, sid, ready=True)
+    direct = direct_first_token_seconds(llama)
+    started = time.monotonic()
+    socket.send({"type": "message", "content": "Say hello in one short sentence."})
+    socket.until("delta", timeout=120)
+    relayed = time.monotonic() - started
+    socket.until("assistant_message", timeout=120)
+    print(f"\ngemma: first token {direct * 1000:.0f} ms direct, {relayed * 1000:.0f} ms through chat_service")
+
+    socket.send({"type": "message", "content": "Count from one to one hundred, one number per line."})
+    socket.until("delta", timeout=120)
+    socket.send({"type": "stop"})
+    stopped = socket.until("assistant_message", timeout=60)[-1]["data"]
+    assert stopped["stopped"] is True
+
+    socket.send({"type": "regenerate"})
+    frames = socket.until("assistant_message", timeout=120)
+    deleted = [f["data"]["message_id"] for f in frames if f["type"] == "message_deleted"]
+    assert deleted == [stopped["message_id"]]
+    regenerated = frames[-1]["data"]
+    assert regenerated["stopped"] is False and regenerated["content"].strip()
+    contents = [m["content"] for m in stored_messages(gemma_chat, token, sid)]
+    assert contents[-2] == "Count from one to one hundred, one number per line."
+    assert contents[-1] == regenerated["content"]
