@@ -42,25 +42,15 @@ def check_text(payload: Any) -> None:
 
     Walks without recursion: the payload may be as deep as `json` allows."""
     errors: dict[str, list[str]] = {}
-    stack: list[tuple[str, Any]] = (
-        [(printable(str(key)), value) for key, value in payload.items()]
-        if isinstance(payload, dict)
-        else [(str(index), value) for index, value in enumerate(payload)]
-        if isinstance(payload, list)
-        else [("_schema", payload)]
-    )
-    if isinstance(payload, dict):
-        errors.update({printable(key): [problem] for key in payload if (problem := _key_problem(key))})
+    stack = list(_fields(payload))
     while stack:
         field, value = stack.pop()
         if isinstance(value, str):
-            problem = text_problem(value)
-            if problem:
+            if problem := text_problem(value):
                 errors.setdefault(field, [problem])
         elif isinstance(value, dict):
             for key, item in value.items():
-                if _key_problem(key):
-                    errors.setdefault(field, [_key_problem(key)])
+                stack.append((field, key))  # a name is text too
                 stack.append((field, item))
         elif isinstance(value, list):
             stack.extend((field, item) for item in value)
@@ -68,8 +58,15 @@ def check_text(payload: Any) -> None:
         raise ValidationFailed(errors)
 
 
-def _key_problem(key: Any) -> str | None:
-    return text_problem(key) if isinstance(key, str) else None
+def _fields(payload: Any) -> list[tuple[str, Any]]:
+    """The top-level fields of a payload, by the name a client knows them (a name that is bad text
+    itself is named by its escape, and checked as a value of its own field)."""
+    if isinstance(payload, dict):
+        named = [(printable(str(key)), value) for key, value in payload.items()]
+        return named + [(printable(key), key) for key in payload if isinstance(key, str)]
+    if isinstance(payload, list):
+        return [(str(index), value) for index, value in enumerate(payload)]
+    return [("_schema", payload)]
 
 
 def parse_json(data: str | bytes, *, detail: str = NOT_JSON) -> Any:
