@@ -39,9 +39,14 @@ def migrate(database_url: str) -> None:
 
     from chat_service import create_app
 
-    with create_app(
-        {"DATABASE_URL": database_url, "JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"}
-    ).app_context():
+    # No outbox worker in the bench's own process: it would poll the database under test all along.
+    config = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "LOG_LEVEL": "WARNING",
+        "OUTBOX_WORKER": "false",
+    }
+    with create_app(config).app_context():
         upgrade()
 
 
