@@ -40,6 +40,8 @@ class Config(SharedConfig):
         self.AI_CONTEXT_TOKENS = int(env("AI_CONTEXT_TOKENS", "6000"))
         # After a completed reply, a session still titled 新会话 (by nobody's choice) gets a generated title.
         self.TITLE_GENERATION = env("TITLE_GENERATION", "true").strip().lower() not in FALSE_WORDS
+        # With Dify, follow-up questions after a completed reply (a `suggestions` frame).
+        self.SUGGESTED_QUESTIONS = env("SUGGESTED_QUESTIONS", "true").strip().lower() not in FALSE_WORDS
         self.ECHO_DELAY_SECONDS = float(env("ECHO_DELAY_SECONDS", "0.05"))
         # Read timeout well above Dify's 10 s keep-alive pings; it bounds a silent stream, not a turn.
         self.PROVIDER_CONNECT_TIMEOUT_SECONDS = float(env("PROVIDER_CONNECT_TIMEOUT_SECONDS", "5"))

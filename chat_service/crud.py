@@ -8,6 +8,8 @@ hides its messages too. Where the seed's return lines swap "object" and "list" (
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Literal
 
 import sqlalchemy as sa
@@ -202,7 +204,7 @@ def create_message(
     bumped = db.execute(
         sa.update(ChatSession)
         .where(_live_session(session_id))
-        .values(message_count=ChatSession.message_count + 1, updated_at=now)
+        .values(message_count=ChatSession.message_count + 1, updated_at=now, **_usage_totals(usage))
     )
     if bumped.rowcount != 1:
         db.rollback()
@@ -222,6 +224,45 @@ def create_message(
     db.add(message)
     _commit_keeping(db, message)
     return message
+
+
+def _usage_totals(usage: str | None) -> dict:
+    """The session columns a reply's usage (normalized JSON text) adds to, as UPDATE values."""
+    if not usage:
+        return {}
+    reported = json.loads(usage)
+    values: dict = {
+        name: getattr(ChatSession, name) + int(reported[name])
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens")
+        if isinstance(reported.get(name), int)
+    }
+    price = reported.get("total_price")  # the decimal string the provider gave (normalize_usage)
+    if isinstance(price, str):
+        values["total_price"] = sa.func.coalesce(ChatSession.total_price, 0) + Decimal(price)
+        if isinstance(reported.get("currency"), str):
+            values["currency"] = sa.func.coalesce(ChatSession.currency, reported["currency"][:8])
+    return values
+
+
+def set_feedback(
+    db: Session, message: ChatMessage, rating: str | None, content: str | None, *, forward: bool
+) -> bool:
+    """Store a reply's feedback (and, with `forward`, queue it for Dify in the same transaction);
+    False if the message is no longer live."""
+    result = db.execute(
+        sa.update(ChatMessage)
+        .where(ChatMessage.message_id == message.message_id, ChatMessage.is_deleted.is_(False))
+        .values(feedback_rating=rating, feedback_content=content)
+    )
+    if result.rowcount != 1:
+        db.rollback()
+        return False
+    if forward:
+        outbox.enqueue(db, OUTBOX, "dify_feedback", str(message.message_id))
+    db.commit()
+    set_committed_value(message, "feedback_rating", rating)
+    set_committed_value(message, "feedback_content", content)
+    return True
 
 
 def get_message(db: Session, message_id: int) -> ChatMessage | None:

@@ -1,8 +1,9 @@
 """chat_service's own metrics: open sockets and AI turns (see shared/metrics.py for requests).
 
 The socket handler calls `socket_opened()`/`socket_closed()`; the turn runner calls
-`first_token(provider, seconds)` when a reply's first piece arrives and `turn_finished(provider,
-outcome)` once per turn. `provider` is the provider's `name` (`echo`, `dify`, `openai`).
+`first_token(provider, seconds)` when a reply's first piece arrives, `turn_finished(provider,
+outcome)` once per turn and `tokens_used(provider, usage)` for a reply the provider accounted.
+`provider` is the provider's `name` (`echo`, `dify`, `openai`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ ai_time_to_first_token_seconds = Histogram(
 )
 
 
+ai_tokens_total = Counter(
+    "ai_tokens_total",
+    "Tokens the providers reported for stored replies, by kind (prompt, completion).",
+    ["provider", "kind"],
+)
+
+
 def socket_opened() -> None:
     ws_open_sockets.inc()
 
@@ -46,3 +54,11 @@ def turn_finished(provider: str, outcome: str) -> None:
 
 def first_token(provider: str, seconds: float) -> None:
     ai_time_to_first_token_seconds.labels(provider).observe(seconds)
+
+
+def tokens_used(provider: str, usage: dict) -> None:
+    """Count a reply's reported tokens (`usage` as normalize_usage gives it)."""
+    for kind in ("prompt", "completion"):
+        tokens = usage.get(f"{kind}_tokens")
+        if isinstance(tokens, int) and tokens > 0:
+            ai_tokens_total.labels(provider, kind).inc(tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -15,6 +16,8 @@ DEFAULT_TITLE = "新会话"
 ROLES = ("user", "assistant", "system")
 TITLE_MAX = 255
 CONTENT_MAX = 32_000
+RATINGS = ("like", "dislike")
+FEEDBACK_MAX = 1000
 
 # Microsecond timestamps on MySQL/MariaDB too (plain DATETIME drops the fraction), so ordering by
 # time is as fine-grained on every backend.
@@ -54,6 +57,23 @@ class ChatSession(db.Model):
     dify_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # Dify's `inputs` this session's turns send (a JSON object as text), over `DIFY_INPUTS`.
     inputs: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # What the session's replies cost, as the providers reported it (deleted replies included: spent).
+    prompt_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    total_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    total_price: Mapped[Decimal | None] = mapped_column(sa.Numeric(20, 7), default=None)
+    currency: Mapped[str | None] = mapped_column(sa.String(8), default=None)
+
+    @property
+    def usage(self) -> dict:
+        """The session's usage totals, as its whole object shows them."""
+        return {
+            "prompt_tokens": self.prompt_tokens or 0,
+            "completion_tokens": self.completion_tokens or 0,
+            "total_tokens": self.total_tokens or 0,
+            "total_price": str(self.total_price) if self.total_price is not None else None,
+            "currency": self.currency,
+        }
 
 
 class ChatMessage(db.Model):
@@ -76,9 +96,19 @@ class ChatMessage(db.Model):
     usage: Mapped[str | None] = mapped_column(sa.Text, default=None)
     # The server generated it (an AI reply): only these are sent to a model as its own turns.
     is_generated: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # The user's rating of a reply (`like` / `dislike`, None: none) and their comment.
+    feedback_rating: Mapped[str | None] = mapped_column(sa.String(8), default=None)
+    feedback_content: Mapped[str | None] = mapped_column(sa.Text, default=None)
+
+    @property
+    def feedback(self) -> dict | None:
+        """The user's feedback on a reply, None when there is none."""
+        if self.feedback_rating is None and not self.feedback_content:
+            return None
+        return {"rating": self.feedback_rating, "content": self.feedback_content}
 
 
-# Changes to mirror in conversation_service (topics "record", "dify_delete"): shared/outbox.py.
+# Changes to deliver elsewhere (topics "record", "dify_delete", "dify_feedback"): shared/outbox.py.
 OUTBOX = outbox_table(db.metadata)
 
 

@@ -7,7 +7,7 @@ import math
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from chat_service.models import CONTENT_MAX, ROLES, TITLE_MAX
+from chat_service.models import CONTENT_MAX, FEEDBACK_MAX, RATINGS, ROLES, TITLE_MAX
 from shared.paging import page_schema
 
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -101,6 +101,18 @@ class EditMessageBody(Body):
     new_content = Content(required=True)
 
 
+class FeedbackBody(Body):
+    """A reply's rating (`null` withdraws it) and an optional comment."""
+
+    rating = fields.String(required=True, allow_none=True, validate=validate.OneOf(RATINGS))
+    content = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=FEEDBACK_MAX))
+
+    @validates_schema
+    def _no_nul(self, data, **kwargs):
+        if "\x00" in (data.get("content") or ""):
+            raise ValidationError("must not contain NUL characters", "content")
+
+
 class MessageCursor(fields.Field):
     """A message id as a cursor: a positive integer in ASCII digits (no sign, spaces, `_` or `1.0`)."""
 
@@ -138,8 +150,23 @@ SessionListArgs = page_schema(20)
 # --- responses --------------------------------------------------------------------------------
 
 
+class SessionUsageSchema(Schema):
+    """What a session's replies cost, as the providers reported it (deleted replies included)."""
+
+    prompt_tokens = fields.Integer()
+    completion_tokens = fields.Integer()
+    total_tokens = fields.Integer()
+    total_price = fields.String(allow_none=True)  # a decimal string, as Dify gives it
+    currency = fields.String(allow_none=True)
+
+
+class FeedbackSchema(Schema):
+    rating = fields.String(allow_none=True)
+    content = fields.String(allow_none=True)
+
+
 class SessionSchema(Schema):
-    """The whole ChatSession object of the seed's model structure."""
+    """The whole ChatSession object of the seed's model structure, plus its `usage` totals."""
 
     session_id = fields.String()
     user_id = fields.String()
@@ -148,13 +175,14 @@ class SessionSchema(Schema):
     created_at = fields.DateTime(format=UTC_FORMAT)
     updated_at = fields.DateTime(format=UTC_FORMAT)
     is_deleted = fields.Boolean()
+    usage = fields.Nested(SessionUsageSchema)
 
 
 class SessionDetailSchema(SessionSchema):
     """GET /api/chat/sessions/:session_id, as the seed shows it."""
 
     class Meta:
-        exclude = ("user_id",)
+        exclude = ("user_id", "usage")
 
 
 class SessionSummarySchema(SessionSchema):
@@ -185,6 +213,7 @@ class MessageSchema(Schema):
     updated_at = fields.DateTime(format=UTC_FORMAT)
     is_deleted = fields.Boolean()
     usage = JsonText(allow_none=True, dump_default=None)
+    feedback = fields.Nested(FeedbackSchema, allow_none=True)
 
 
 class InputsSchema(Schema):

@@ -5,6 +5,7 @@ Topics (rows written by chat_service.crud in the transaction of each change):
   `/internal/ai/conversation/chat/{session_id}`; the answer (the record's state) is applied back (a newer
   title, a deletion), and the record's id remembered.
 - `dify_delete` (key: session id): with the Dify provider, DELETE the deleted session's Dify conversation.
+- `dify_feedback` (key: message id): with the Dify provider, send a reply's current feedback to Dify.
 
 Every delivery sends the current state, never a diff, so replays and reorders are harmless; the
 receiving side keeps the higher version of a title or Dify id, and a deletion is final.
@@ -15,16 +16,14 @@ from __future__ import annotations
 import logging
 
 import click
-import requests
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from chat_service import live
 from chat_service.extensions import db
-from chat_service.models import OUTBOX, ChatSession, epoch_ms
+from chat_service.models import OUTBOX, ChatMessage, ChatSession, epoch_ms
 from shared import outbox
-from shared.http import traced_headers
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,7 @@ def deliver_record(session_id: str) -> None:
 
 def delete_dify_conversation(session_id: str) -> None:
     """The `dify_delete` handler: a deleted session's Dify conversation is deleted too (404: done)."""
-    config = current_app.config
-    if config["AI_PROVIDER"] != "dify":
+    if current_app.config["AI_PROVIDER"] != "dify":
         return
     session = db.session.get(ChatSession, session_id, populate_existing=True)
     target = (session.dify_conversation_id, session.user_id) if session is not None else None
@@ -107,18 +105,34 @@ def delete_dify_conversation(session_id: str) -> None:
     if target is None or alive or not target[0]:
         return
     dify_id, user_id = target
-    headers = traced_headers({"Authorization": f"Bearer {config['DIFY_API_KEY']}"})
-    response = requests.delete(
-        f"{config['DIFY_API_URL'].rstrip('/')}/conversations/{dify_id}",
-        json={"user": user_id},
-        headers=headers,
-        timeout=(config["PROVIDER_CONNECT_TIMEOUT_SECONDS"], 10),
+    if not live.current().provider.delete_conversation(dify_id, user_id):
+        raise DeliveryError(f"Dify did not delete conversation {dify_id}")
+
+
+def send_dify_feedback(message_id: str) -> None:
+    """The `dify_feedback` handler: a reply's current feedback to Dify's `POST /messages/{id}/feedbacks`,
+    as the session's user (a failure raises, and the outbox retries it)."""
+    if current_app.config["AI_PROVIDER"] != "dify":
+        return
+    row = db.session.execute(
+        sa.select(ChatMessage.dify_message_id, ChatMessage.feedback_rating, ChatMessage.feedback_content)
+        .add_columns(ChatSession.user_id)
+        .join(ChatSession, ChatSession.session_id == ChatMessage.session_id)
+        .where(ChatMessage.message_id == int(message_id))
+    ).first()
+    db.session.remove()
+    if row is None or row.dify_message_id is None:
+        return
+    live.current().provider.send_feedback(
+        row.dify_message_id, row.user_id, row.feedback_rating, row.feedback_content
     )
-    if response.status_code not in (200, 204, 404):
-        raise DeliveryError(f"Dify answered {response.status_code} deleting conversation {dify_id}")
 
 
-HANDLERS = {"record": deliver_record, "dify_delete": delete_dify_conversation}
+HANDLERS = {
+    "record": deliver_record,
+    "dify_delete": delete_dify_conversation,
+    "dify_feedback": send_dify_feedback,
+}
 
 
 def worker(app: Flask) -> outbox.OutboxWorker:

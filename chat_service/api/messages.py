@@ -1,12 +1,14 @@
-"""/api/chat/message(s): post, get, list, edit, delete a chat message."""
+"""/api/chat/message(s): post, get, list, edit, delete a chat message, and rate a reply."""
 
 from chat_service.api import bp
 from chat_service.schemas import (
     CreateMessageBody,
     EditMessageBody,
+    FeedbackBody,
     MessageBriefSchema,
     MessageListArgs,
     MessagePageSchema,
+    MessageSchema,
 )
 from chat_service.services import messages
 from shared.auth import current_user_id
@@ -40,6 +42,14 @@ def list_messages(args, session_id):
 def delete_message(message_id):
     messages.delete_message(current_user_id(), message_id)
     return "消息删除成功"
+
+
+@bp.put("/messages/<message_id>/feedback")
+@body(FeedbackBody)
+@response(MessageSchema)
+def rate_message(data, message_id):
+    """Rate a reply (`like`, `dislike`, or `null` to withdraw) with an optional comment."""
+    return messages.rate_message(current_user_id(), message_id, data["rating"], data["content"])
 
 
 @bp.patch("/messages/<message_id>")

@@ -37,7 +37,7 @@ from chat_service.providers.base import (
     Started,
     TurnRequest,
 )
-from chat_service.services import links, titles
+from chat_service.services import links, suggestions, titles
 from shared import rate_limits
 from shared.errors import DatabaseUnavailable, UpstreamFailed
 from shared.tracing import bound_trace_id
@@ -125,6 +125,7 @@ class Runner:
             for frame in announce:
                 self._bus.publish(turn.session_id, frame)
             if completed:
+                suggestions.after_reply(turn, announce)
                 titles.after_reply(turn, request)
 
     # -- streaming -----------------------------------------------------------------------------------
@@ -257,9 +258,11 @@ class Runner:
             metrics.turn_finished(provider, "completed")
         finished = ending if isinstance(ending, Finished) else None
         if finished is not None and finished.usage:
+            metrics.tokens_used(provider, finished.usage)
             tokens = finished.usage.get("total_tokens")
             if isinstance(tokens, int):
                 rate_limits.of(self._app).spend("tokens", turn.user_id, tokens)
+        turn.dify_message_id = finished.message_id if finished is not None else None
         announce = self._store(turn, finished, stopped or paused)
         if paused:
             announce.append(_failure(PAUSED, ending.reason))

@@ -81,6 +81,7 @@ class Turn:
     started_at: float = field(default_factory=time.monotonic)
     # The session's Dify conversation (as the turn began; then the one the provider named).
     dify_conversation_id: str | None = None
+    dify_message_id: str | None = None  # Dify's id of the stored reply (feedback, suggestions)
 
     def snapshot(self) -> dict[str, Any]:
         return {

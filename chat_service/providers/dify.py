@@ -48,6 +48,7 @@ _RETRYABLE_429_CODES = {"too_many_requests"}
 _CALL_READ_TIMEOUT = 10.0
 # Naming a conversation runs a model call inside Dify: allow it longer.
 _NAME_READ_TIMEOUT = 30.0
+MAX_SUGGESTIONS = 5  # follow-up questions shown after a reply
 HUMAN_INPUT_REQUIRED = "human_input_required"
 
 
@@ -401,6 +402,34 @@ class DifyProvider:
                 failure.error.upstream_message,
             )
             return False
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def send_feedback(self, message_id: str, user_id: str, rating: str | None, content: str | None) -> None:
+        """`POST /messages/{id}/feedbacks` as the same `user` (`rating` None withdraws it); a
+        ProviderError when Dify refuses or cannot be reached."""
+        body: dict[str, Any] = {"rating": rating, "user": user_id}
+        if content:
+            body["content"] = content
+        self._call_json(
+            "POST",
+            f"/messages/{quote(message_id, safe='')}/feedbacks",
+            body=body,
+            read_timeout=_CALL_READ_TIMEOUT,
+        )
+
+    def suggested(self, message_id: str, user_id: str) -> list[str]:
+        """`GET /messages/{id}/suggested`: the follow-up questions Dify suggests after a reply (an app
+        without "suggested questions after answer" answers an error: a ProviderError)."""
+        answer = self._call_json(
+            "GET",
+            f"/messages/{quote(message_id, safe='')}/suggested?user={quote(user_id, safe='')}",
+            read_timeout=_CALL_READ_TIMEOUT,
+        )
+        questions = answer.get("data")
+        if not isinstance(questions, list):
+            return []
+        return [q.strip() for q in questions if isinstance(q, str) and q.strip()][:MAX_SUGGESTIONS]
 
     def _call_json(
         self,

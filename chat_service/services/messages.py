@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask import current_app
+
 from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.models import ChatMessage
@@ -86,6 +88,20 @@ def edit_message(user_id: str, message_id: str, new_content: str) -> ChatMessage
     if message.role != "user":
         raise OperationFailed(f"only user messages can be edited, this one is {message.role!r}")
     if not crud.update_message_content(db.session, message.message_id, new_content):
+        raise MessageNotFound()  # deleted meanwhile
+    events.message_updated(message)
+    return message
+
+
+def rate_message(user_id: str, message_id: str, rating: str | None, content: str | None) -> ChatMessage:
+    """Store the user's feedback on a reply of their own session (1004 for other roles), tell the
+    session's sockets, and with Dify queue it for Dify's feedback API (delivered by the outbox, retried,
+    never failing this call)."""
+    message = owned_message(user_id, message_id)
+    if message.role != "assistant":
+        raise OperationFailed(f"only replies can be rated, this message is {message.role!r}")
+    forward = current_app.config["AI_PROVIDER"] == "dify" and message.dify_message_id is not None
+    if not crud.set_feedback(db.session, message, rating, content, forward=forward):
         raise MessageNotFound()  # deleted meanwhile
     events.message_updated(message)
     return message

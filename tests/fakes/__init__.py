@@ -70,6 +70,8 @@ def endless_line(start: bytes, total_bytes: int, piece_bytes: int = 65536) -> li
     (the same piece object repeated, so a 60 MiB line costs the fake no memory)."""
     piece = b"x" * piece_bytes
     return [start, *[piece] * (total_bytes // piece_bytes)]
+
+
 ReplyMaker = Callable[[RecordedRequest], Reply]
 
 

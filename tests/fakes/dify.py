@@ -263,6 +263,9 @@ class Conversation:
     name: str = DEFAULT_NAME
 
 
+DEFAULT_SUGGESTIONS = ["What else can you do?", "Can you give an example?", "Tell me more."]
+
+
 class FakeDify(FakeServer):
     """Fake Dify: by default answers "Hello from Dify" in three pieces, continuing the asked conversation.
 
@@ -283,6 +286,7 @@ class FakeDify(FakeServer):
         self.forgotten: set[str] = set()
         self.completed: set[str] = set()
         self.deleted: set[str] = set()
+        self.suggestions: dict[str, list[str]] = {}  # Dify message id -> its suggested questions
         self._endpoint_queues: dict[str, deque[Reply]] = {}
 
     def default_reply(self, request: RecordedRequest) -> Reply:
@@ -307,6 +311,14 @@ class FakeDify(FakeServer):
         return [r for r in self.requests if r.method == "POST" and self._path(r).endswith("/name")]
 
     @property
+    def feedback_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and self._path(r).endswith("/feedbacks")]
+
+    @property
+    def suggested_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "GET" and self._path(r).endswith("/suggested")]
+
+    @property
     def delete_requests(self) -> list[RecordedRequest]:
         return [
             r for r in self.requests if r.method == "DELETE" and self._path(r).startswith("/conversations/")
@@ -323,8 +335,9 @@ class FakeDify(FakeServer):
         self.completed.add(conversation_id)
 
     def script_for(self, endpoint: str, *replies: Reply) -> None:
-        """Answer the next calls of `endpoint` ("parameters", "name" or "delete") with `replies`."""
-        if endpoint not in ("parameters", "name", "delete"):
+        """Answer the next calls of `endpoint` ("parameters", "name", "delete", "feedbacks" or
+        "suggested") with `replies`."""
+        if endpoint not in ("parameters", "name", "delete", "feedbacks", "suggested"):
             raise ValueError(f"no such endpoint to script: {endpoint!r}")
         with self._lock:
             self._endpoint_queues.setdefault(endpoint, deque()).extend(replies)
@@ -366,6 +379,11 @@ class FakeDify(FakeServer):
             return self._name(unquote(parts[1]), request)
         if method == "DELETE" and len(parts) == 2 and parts[0] == "conversations":
             return self._delete(unquote(parts[1]), request)
+        if method == "POST" and len(parts) == 3 and parts[0] == "messages" and parts[2] == "feedbacks":
+            return self._scripted("feedbacks") or ErrorReply(200, {"result": "success"})
+        if method == "GET" and len(parts) == 3 and parts[0] == "messages" and parts[2] == "suggested":
+            questions = self.suggestions.get(unquote(parts[1]), DEFAULT_SUGGESTIONS)
+            return self._scripted("suggested") or ErrorReply(200, {"result": "success", "data": questions})
         return dify_error(404, "not_found", "The requested URL was not found on the server.")
 
     def _chat(self, request: RecordedRequest) -> Reply:

@@ -49,6 +49,13 @@ ROUTES = [
     Route(
         "chat", "PATCH", "/api/chat/messages/<message_id>", "/api/chat/messages/{mid}", {"new_content": "x"}
     ),
+    Route(
+        "chat",
+        "PUT",
+        "/api/chat/messages/<message_id>/feedback",
+        "/api/chat/messages/{mid}/feedback",
+        {"rating": "like"},
+    ),
     Route("chat", "GET", "/api/chat/sessions/<session_id>/inputs", "/api/chat/sessions/{sid}/inputs"),
     Route(
         "chat",
