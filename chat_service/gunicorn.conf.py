@@ -28,6 +28,9 @@ threads = int(os.environ.get("THREADS", "8"))  # gthread only
 # gevent bounds reading each request's line and headers by it (a trickler is closed), and idle
 # keep-alive connections close after it (bench/slow_connections.py, docs/operations.md).
 keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
+# gunicorn's maximum: its default of 100 header fields answers an HTML 431 no gateway can rewrite
+# (nginx cannot count fields); the gateway's 16,000-byte header bound refuses first (docs/deploy.md).
+limit_request_fields = 32768
 timeout = 60
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 accesslog = None  # the app writes one JSON access line per request

@@ -27,6 +27,9 @@ multiprocess_dir_for(workers, "conversation_service")  # several workers: /metri
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))  # gevent only
 threads = int(os.environ.get("THREADS", "8"))  # gthread only
 keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "5"))
+# gunicorn's maximum: its default of 100 header fields answers an HTML 431 no gateway can rewrite
+# (nginx cannot count fields); the gateway's 16,000-byte header bound refuses first (docs/deploy.md).
+limit_request_fields = 32768
 timeout = 60
 graceful_timeout = 30
 accesslog = None  # the app writes one JSON access line per request

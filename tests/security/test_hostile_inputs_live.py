@@ -119,3 +119,13 @@ def test_a_malformed_handshake_is_400(servers, token, headers):
         timeout=10,
     )
     _envelope(response, 400, 400)
+
+
+@pytest.mark.parametrize("service", ["chat", "conversation"])
+def test_many_header_fields_reach_the_app_not_gunicorns_html_431(servers, token, service):
+    """gunicorn's own limit is 100 fields (an HTML 431 the gateway cannot rewrite: nginx does not count
+    fields); the configs raise it to gunicorn's maximum, so the gateway's byte bound refuses first."""
+    headers = {**_headers(token), **{f"X-Field-{n}": "v" for n in range(150)}}
+    response = requests.get(servers[service] + "/api/chat/sessions/x", headers=headers, timeout=10)
+    assert response.headers["Content-Type"] == "application/json", response.text[:200]
+    assert response.status_code in (400, 404)
