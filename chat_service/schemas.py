@@ -178,6 +178,13 @@ class SessionSchema(Schema):
     usage = fields.Nested(SessionUsageSchema)
 
 
+class SeedSessionSchema(SessionSchema):
+    """POST /api/chat/session: the seed's seven fields, exactly (the view routes add `usage`)."""
+
+    class Meta:
+        exclude = ("usage",)
+
+
 class SessionDetailSchema(SessionSchema):
     """GET /api/chat/sessions/:session_id, as the seed shows it."""
 

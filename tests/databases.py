@@ -80,6 +80,6 @@ def migrated_database(server: DatabaseServer, prefix: str, create_app, db, envir
 
         upgrade()
         db.engine.dispose()
-    if "hub" in app.extensions:
+    if "chat_service.live" in app.extensions:
         live.of(app).close()
     return url

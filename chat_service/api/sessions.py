@@ -5,8 +5,8 @@ from chat_service.schemas import (
     CreateSessionBody,
     ListSessionsBody,
     RenameSessionBody,
+    SeedSessionSchema,
     SessionDetailSchema,
-    SessionSchema,
     SessionSummarySchema,
 )
 from chat_service.services import sessions
@@ -19,7 +19,7 @@ from shared.rate_limits import limited
 @bp.post("/session")
 @limited("sessions_created")
 @body(CreateSessionBody)
-@response(SessionSchema)
+@response(SeedSessionSchema)
 def create_session(data):
     """Create a session for the caller (a named `user_id` must be the caller's)."""
     user_id = check_same_user(data.get("user_id"))

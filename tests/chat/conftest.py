@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from chat_service import create_app, live
@@ -10,7 +12,53 @@ from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
 from tests.conftest import base_environ
 from tests.databases import clear_tables
+from tests.fakes.dify import FakeDify
+from tests.fakes.openai import FakeOpenAI
 from tests.live import serve
+
+
+@pytest.fixture
+def dify() -> Iterator[FakeDify]:
+    """The fake Dify on loopback (tests/fakes/dify.py)."""
+    with FakeDify() as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI-compatible server on loopback (tests/fakes/openai.py)."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def dify_live(live_chat_factory, dify):
+    """chat_service talking to the fake Dify (no conversation_service: the outbox worker is off);
+    yields (base_url, app)."""
+    return live_chat_factory(
+        AI_PROVIDER="dify",
+        DIFY_API_URL=dify.url,
+        DIFY_API_KEY=dify.api_key,
+        PROVIDER_RETRY_BASE_SECONDS="0.01",
+    )
+
+
+@pytest.fixture
+def openai_chat(live_chat_factory, openai):
+    """chat_service on the fake OpenAI server; `settings` adds to its configuration."""
+
+    def start(**settings: str) -> str:
+        base, _app = live_chat_factory(
+            AI_PROVIDER="openai",
+            OPENAI_BASE_URL=openai.url,
+            OPENAI_API_KEY=openai.api_key,
+            OPENAI_MODEL="test-model",
+            TITLE_GENERATION="false",  # no naming call among the turns
+            **settings,
+        )
+        return base
+
+    return start
 
 
 @pytest.fixture
@@ -33,6 +81,8 @@ def live_chat_factory(chat_database):
     if started:
         with started[0][1].app_context():
             clear_tables(db, ["chat_messages", "chat_sessions", "sync_outbox"])
+    for _context, app in started:  # each app has its own engine and pool
+        with app.app_context():
             db.engine.dispose()
 
 

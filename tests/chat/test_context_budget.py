@@ -11,7 +11,7 @@ import pytest
 
 from chat_service.providers.base import TurnRequest
 from chat_service.providers.context import estimate_tokens, model_messages
-from tests.chat.test_model_context import openai, openai_chat, turn  # noqa: F401 - fixtures
+from tests.chat.test_model_context import turn
 from tests.chat.test_ws import create_session
 from tests.fakes.openai import completion, openai_error
 
@@ -81,7 +81,7 @@ TOO_LONG = openai_error(
 )
 
 
-def test_max_tokens_and_the_budget_reach_the_model(openai_chat, openai, token, open_socket):  # noqa: F811
+def test_max_tokens_and_the_budget_reach_the_model(openai_chat, openai, token, open_socket):
     base = openai_chat(OPENAI_MAX_TOKENS="64", AI_CONTEXT_TOKENS="40")
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)
@@ -93,7 +93,7 @@ def test_max_tokens_and_the_budget_reach_the_model(openai_chat, openai, token, o
     assert contents(body["messages"]) == ["second"]  # the 200-character answer does not fit 40 tokens
 
 
-def test_a_context_refusal_is_retried_once_with_half_the_history(openai_chat, openai, token, open_socket):  # noqa: F811
+def test_a_context_refusal_is_retried_once_with_half_the_history(openai_chat, openai, token, open_socket):
     base = openai_chat()
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)
@@ -107,7 +107,7 @@ def test_a_context_refusal_is_retried_once_with_half_the_history(openai_chat, op
 
 
 @pytest.mark.parametrize("refusals", [2, 3])
-def test_a_prompt_refused_twice_fails_as_context_too_long(openai_chat, openai, token, open_socket, refusals):  # noqa: F811
+def test_a_prompt_refused_twice_fails_as_context_too_long(openai_chat, openai, token, open_socket, refusals):
     base = openai_chat()
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)

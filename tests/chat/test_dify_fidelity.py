@@ -41,7 +41,6 @@ from tests.fakes.dify import (
     form_field,
 )
 from tests.fakes.openai import (
-    FakeOpenAI,
     chat_completion,
     completion,
     openai_error,
@@ -55,22 +54,10 @@ def dify_env(fake: FakeDify, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def dify() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
 def dify_provider(dify) -> Iterator[DifyProvider]:
     provider = build(dify_env(dify))
     yield provider
     provider.close()
-
-
-@pytest.fixture
-def openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import requests
 
 from chat_service.extensions import db
 from chat_service.models import ChatMessage
-from tests.chat.test_turn_fidelity import dify, dify_live  # noqa: F401 - fixtures
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
 from tests.conftest import ALICE, BOB
 from tests.fakes import ErrorReply
@@ -93,7 +92,7 @@ def dify_message_id(app, message_id: int) -> str:
             db.session.remove()
 
 
-def test_dify_gets_the_feedback_as_the_same_user(dify_live, dify, token, open_socket):  # noqa: F811
+def test_dify_gets_the_feedback_as_the_same_user(dify_live, dify, token, open_socket):
     base, app = dify_live
     app.extensions["outbox"].start()
     sid = create_session(base, token)
@@ -107,7 +106,7 @@ def test_dify_gets_the_feedback_as_the_same_user(dify_live, dify, token, open_so
     assert sent.path.endswith(f"/messages/{dify_message_id(app, reply['message_id'])}/feedbacks")
 
 
-def test_a_dify_failure_is_retried_and_never_fails_the_request(dify_live, dify, token, open_socket):  # noqa: F811
+def test_a_dify_failure_is_retried_and_never_fails_the_request(dify_live, dify, token, open_socket):
     base, app = dify_live
     dify.script_for(
         "feedbacks", ErrorReply(500, {"code": "internal_server_error", "message": "boom", "status": 500})
@@ -121,7 +120,7 @@ def test_a_dify_failure_is_retried_and_never_fails_the_request(dify_live, dify, 
     assert dify.feedback_requests[-1].json["rating"] == "like"
 
 
-def test_dify_suggests_follow_up_questions_after_the_reply(dify_live, dify, token, open_socket):  # noqa: F811
+def test_dify_suggests_follow_up_questions_after_the_reply(dify_live, dify, token, open_socket):
     base, _app = dify_live
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)
@@ -136,7 +135,7 @@ def test_dify_suggests_follow_up_questions_after_the_reply(dify_live, dify, toke
     assert "user=542738228948500480" in asked.path
 
 
-def test_suggestions_can_be_turned_off_and_errors_are_ignored(live_chat_factory, dify, token, open_socket):  # noqa: F811
+def test_suggestions_can_be_turned_off_and_errors_are_ignored(live_chat_factory, dify, token, open_socket):
     settings = {"AI_PROVIDER": "dify", "DIFY_API_URL": dify.url, "DIFY_API_KEY": dify.api_key}
     base, _app = live_chat_factory(SUGGESTED_QUESTIONS="false", **settings)
     sid = create_session(base, token)
@@ -156,7 +155,7 @@ def test_suggestions_can_be_turned_off_and_errors_are_ignored(live_chat_factory,
     assert "suggestions" not in [f["type"] for f in socket.until("pong")]
 
 
-def test_a_session_shows_what_its_replies_cost(dify_live, dify, token, open_socket):  # noqa: F811
+def test_a_session_shows_what_its_replies_cost(dify_live, dify, token, open_socket):
     base, _app = dify_live
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)

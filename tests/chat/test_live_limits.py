@@ -13,7 +13,6 @@ import pytest
 
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
 from tests.conftest import BOB, base_environ
-from tests.fakes.openai import FakeOpenAI
 from tests.live_probe import migrated_sqlite, production_server, redis_url_or_skip
 
 
@@ -96,12 +95,6 @@ def _opens(base: str, sid: str, open_socket) -> bool:
     frame = socket.next()
     socket.close()
     return frame["type"] == "pong"
-
-
-@pytest.fixture
-def openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def test_tokens_per_day_count_what_the_provider_reports(live_chat_factory, openai, token, open_socket):

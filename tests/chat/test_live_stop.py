@@ -15,7 +15,7 @@ from tests.chat.test_ws import create_session, rest
 from tests.conftest import ALICE, base_environ
 from tests.fakes import SSEReply
 from tests.fakes.dify import DifyTurn, FakeDify
-from tests.fakes.openai import DONE, FakeOpenAI, chunk
+from tests.fakes.openai import DONE, chunk
 from tests.live_probe import (
     forget_session_keys,
     message_rows,
@@ -33,18 +33,6 @@ DELETE_PATHS = ["/api/chat/sessions/{sid}", "/aichat/deletesession/{sid}"]
 @pytest.fixture
 def database(tmp_path) -> str:
     return migrated_sqlite(tmp_path, base_environ)
-
-
-@pytest.fixture
-def dify():
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai():
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def provider_environ(database: str, provider: str, fake, **extra: str) -> dict[str, str]:

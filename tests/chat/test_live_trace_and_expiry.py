@@ -16,7 +16,7 @@ import pytest
 
 from tests.chat.test_ws import create_session
 from tests.conftest import base_environ
-from tests.fakes.dify import FakeDify, dify_error
+from tests.fakes.dify import dify_error
 from tests.live_probe import (
     JsonLine,
     foreign_lines,
@@ -34,12 +34,6 @@ LOUD = ("WARNING", "ERROR", "CRITICAL")
 @pytest.fixture
 def database(tmp_path) -> str:
     return migrated_sqlite(tmp_path, base_environ)
-
-
-@pytest.fixture
-def dify():
-    with FakeDify() as fake:
-        yield fake
 
 
 @pytest.fixture

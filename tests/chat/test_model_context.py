@@ -13,33 +13,9 @@ from chat_service import create_app
 from tests.chat.test_ws import create_session, rest, stored_messages
 from tests.conftest import base_environ
 from tests.fakes.dify import FakeDify
-from tests.fakes.openai import FakeOpenAI, completion
+from tests.fakes.openai import completion
 
 PROMPT = "You are the support assistant of Example Corp. Answer in one paragraph."
-
-
-@pytest.fixture
-def openai():
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai_chat(live_chat_factory, openai):
-    """chat_service on the fake OpenAI server; `settings` adds to its configuration."""
-
-    def start(**settings: str) -> str:
-        base, _app = live_chat_factory(
-            AI_PROVIDER="openai",
-            OPENAI_BASE_URL=openai.url,
-            OPENAI_API_KEY=openai.api_key,
-            OPENAI_MODEL="test-model",
-            TITLE_GENERATION="false",  # no naming call among the turns
-            **settings,
-        )
-        return base
-
-    return start
 
 
 def post(base, token, sid, content, role):

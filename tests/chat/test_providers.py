@@ -27,8 +27,8 @@ from chat_service.providers import (
     make_provider,
 )
 from tests.fakes import Drop, ErrorReply, SSEReply, endless_line
-from tests.fakes.dify import PING, USAGE, DifyTurn, FakeDify, dify_error, frame
-from tests.fakes.openai import DONE, FakeOpenAI, chunk, completion, openai_error
+from tests.fakes.dify import PING, USAGE, DifyTurn, dify_error, frame
+from tests.fakes.openai import DONE, chunk, completion, openai_error
 
 TRACE = "5d0b8880becc47f5870b57aa3cef3a0c"
 USER = "542738228948500480"
@@ -65,22 +65,10 @@ def build(env: dict[str, str]):
 
 
 @pytest.fixture
-def dify() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
 def dify_provider(dify) -> Iterator[DifyProvider]:
     provider = build({"AI_PROVIDER": "dify", "DIFY_API_URL": dify.url, "DIFY_API_KEY": dify.api_key})
     yield provider
     provider.close()
-
-
-@pytest.fixture
-def openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture

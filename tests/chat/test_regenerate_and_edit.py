@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chat.test_turn_fidelity import dify, dify_live, linked_conversation  # noqa: F401
+from tests.chat.test_turn_fidelity import linked_conversation
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
 
 ECHO = {"ECHO_DELAY_SECONDS": "0.001", "TITLE_GENERATION": "false"}
@@ -157,7 +157,7 @@ def test_regenerate_and_edit_count_as_turns(live_chat_factory, token, open_socke
 # --- with Dify ---------------------------------------------------------------------------------------
 
 
-def test_dify_regenerate_continues_the_same_conversation(dify_live, dify, token, open_socket):  # noqa: F811
+def test_dify_regenerate_continues_the_same_conversation(dify_live, dify, token, open_socket):
     base, app = dify_live
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)
@@ -170,7 +170,7 @@ def test_dify_regenerate_continues_the_same_conversation(dify_live, dify, token,
     assert dify.chat_requests[-1].json["conversation_id"] == conversation
 
 
-def test_dify_edit_of_an_earlier_question_forks_a_new_conversation(dify_live, dify, token, open_socket):  # noqa: F811
+def test_dify_edit_of_an_earlier_question_forks_a_new_conversation(dify_live, dify, token, open_socket):
     base, app = dify_live
     sid = create_session(base, token)
     socket = open_socket(base, sid, ready=True)

@@ -10,7 +10,6 @@ text so far; usage reaches the reply frame and the view route; Dify's own words 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,35 +17,10 @@ from chat_service.extensions import db
 from chat_service.models import ChatSession
 from chat_service.providers.base import REASONS
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
-from tests.fakes.dify import FULL_USAGE, USAGE, DifyTurn, FakeDify, dify_error
+from tests.fakes.dify import FULL_USAGE, USAGE, DifyTurn, dify_error
 from tests.fakes.openai import USAGE as OPENAI_USAGE
-from tests.fakes.openai import FakeOpenAI
 
 BRIEF_FIELDS = {"message_id", "content", "role", "created_at"}
-
-
-@pytest.fixture
-def dify() -> Iterator[FakeDify]:
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def dify_live(live_chat_factory, dify):
-    """chat_service talking to the fake Dify (no conversation_service: the outbox worker is off);
-    yields (base_url, app)."""
-    return live_chat_factory(
-        AI_PROVIDER="dify",
-        DIFY_API_URL=dify.url,
-        DIFY_API_KEY=dify.api_key,
-        PROVIDER_RETRY_BASE_SECONDS="0.01",
-    )
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -80,8 +54,9 @@ def frames_until_pong(socket) -> list[dict]:
 
 
 def without_titles(frames: list[dict]) -> list[dict]:
-    """The turn's own frames: a generated title (`session_updated`) may come at any point between."""
-    return [f for f in frames if f["type"] != "session_updated"]
+    """The turn's own frames: a generated title (`session_updated`) and the previous reply's
+    follow-up `suggestions` may come at any point between."""
+    return [f for f in frames if f["type"] not in ("session_updated", "suggestions")]
 
 
 def deltas_text(frames: list[dict]) -> str:

@@ -9,7 +9,16 @@ from tests.chat.helpers import new_message, new_session
 from tests.conftest import ALICE, BOB
 
 UNKNOWN = "123e4567-e89b-12d3-a456-426614174000"
-SESSION_FIELDS = ["session_id", "user_id", "title", "message_count", "created_at", "updated_at", "is_deleted"]
+SESSION_FIELDS = [
+    "session_id",
+    "user_id",
+    "title",
+    "message_count",
+    "created_at",
+    "updated_at",
+    "is_deleted",
+    "usage",
+]
 MESSAGE_FIELDS = [
     "message_id",
     "session_id",
@@ -19,6 +28,7 @@ MESSAGE_FIELDS = [
     "updated_at",
     "is_deleted",
     "usage",
+    "feedback",
 ]
 
 

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.chat.test_ws import create_session, rest, stored_messages
 from tests.fakes import SSEReply, endless_line
-from tests.fakes.dify import DifyTurn, FakeDify
-from tests.fakes.openai import FakeOpenAI, chunk
+from tests.fakes.dify import DifyTurn
+from tests.fakes.openai import chunk
 
 HUGE = 60 * 1024 * 1024  # the probe's line
-
-
-@pytest.fixture
-def dify():
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai():
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def assert_turn_failed_and_rest_answers(base, token, socket, sid) -> None:

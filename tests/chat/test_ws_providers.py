@@ -7,20 +7,8 @@ import requests
 
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
 from tests.conftest import ALICE
-from tests.fakes.dify import DifyTurn, FakeDify, dify_error
-from tests.fakes.openai import FakeOpenAI, completion
-
-
-@pytest.fixture
-def dify():
-    with FakeDify() as fake:
-        yield fake
-
-
-@pytest.fixture
-def openai():
-    with FakeOpenAI() as fake:
-        yield fake
+from tests.fakes.dify import DifyTurn, dify_error
+from tests.fakes.openai import completion
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+import uuid
 
 import pytest
 
@@ -42,8 +43,15 @@ def limited(chat_database, conversation_database):
 
     yield make
     for app in apps:
-        if "chat_service.live" in app.extensions:
-            live.of(app).close()
+        release(app)
+
+
+def release(app) -> None:
+    """Stop an app's background work and close its pooled connections."""
+    if "chat_service.live" in app.extensions:
+        live.of(app).close()
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
 
 
 ROUTES = {
@@ -117,17 +125,19 @@ def test_the_view_routes_are_limited_too(limited):
 
 def test_sessions_created_past_the_limit_are_refused_and_not_created(limited):
     api = limited("chat", LIMIT_SESSIONS_CREATED="3/minute")
+    user = api.default_user = f"limits-{uuid.uuid4().hex[:12]}"  # a user with no sessions yet
     for path in ("/api/chat/session", "/aichat/createsession", "/api/chat/session"):
         envelope(api.post(path, json={}), 200)
     refusal(api.post("/api/chat/session", json={}))
     refusal(api.post("/aichat/createsession", json={}))
-    sessions = envelope(api.post("/api/chat/sessions", json={"user_id": ALICE}), 200)
+    sessions = envelope(api.post("/api/chat/sessions", json={"user_id": user}), 200)
     assert len(sessions) == 3
     assert api.post("/api/chat/session", json={}, user=BOB).status_code == 200
 
 
 def test_records_created_past_the_limit_are_refused_and_not_created(limited):
     api = limited("conversation", LIMIT_RECORDS_CREATED="3/minute")
+    api.default_user = f"limits-{uuid.uuid4().hex[:12]}"  # a user with no records from other tests
     for n in range(3):
         envelope(api.post("/api/ai/conversation", json={"title": f"t{n}"}), 200)
     refusal(api.post("/api/ai/conversation", json={"title": "one too many"}))
@@ -211,7 +221,7 @@ def test_with_redis_every_app_of_a_deployment_shares_one_count(redis_url, chat_d
         try:
             assert ApiClient(other, default_user=ALICE).call(*ROUTES["chat"]).status_code == 404
         finally:
-            live.of(other).close()
+            release(other)
     finally:
         for app in (first, second):
-            live.of(app).close()
+            release(app)
