@@ -110,9 +110,10 @@ def test_stop_regenerate_and_the_relays_first_delta(gemma_chat, llama, token, op
     sid = create_session(gemma_chat, token)
     socket = open_socket(gemma_chat, sid, ready=True)
     direct, relayed = [], []
-    for _ in range(ROUNDS):  # alternated, so both see the same machine
+    for _ in range(ROUNDS):  # alternated; each relayed turn in a new session, so both send one prompt
         direct.append(direct_stream(llama))
-        relayed.append(relayed_stream(socket))
+        fresh = open_socket(gemma_chat, create_session(gemma_chat, token), ready=True)
+        relayed.append(relayed_stream(fresh))
     for name, runs in (("direct", direct), ("through chat_service", relayed)):
         first = statistics.median(r[0] * 1000 for r in runs)
         rate = statistics.median(r[1] / r[2] for r in runs)
