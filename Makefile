@@ -10,7 +10,10 @@ export JWT_SECRET ?= $(shell cat $(DEV)/jwt_secret 2>/dev/null)
 export AI_PROVIDER ?= echo
 export CONVERSATION_SERVICE_URL ?= http://127.0.0.1:5002
 
-.PHONY: install run migrate token test lint format clean
+.PHONY: help install run migrate token test lint format clean
+
+help: ## what each target does
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 20
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) ## the virtual environment in .venv, with the dev tools
 
 $(DEV)/jwt_secret:
 	mkdir -p $(DEV)
@@ -27,11 +30,11 @@ $(DEV)/jwt_secret:
 	chmod 600 $@
 	@echo "Generated a local development JWT secret in $@ (git-ignored)."
 
-migrate: install $(DEV)/jwt_secret
+migrate: install $(DEV)/jwt_secret ## both services' databases to their newest migration
 	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app chat_service db upgrade
 	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app conversation_service db upgrade
 
-run: migrate
+run: migrate ## both services on 127.0.0.1 (5001, 5002), SQLite, the echo provider
 	@JWT_SECRET=$$(cat $(DEV)/jwt_secret) BIN=$(BIN) scripts/run-dev
 
 # make token USER=<user id>: a development token for that user, signed with the local secret.
@@ -40,22 +43,22 @@ TOKEN_USER := $(USER)
 else
 TOKEN_USER := 542738228948500480
 endif
-token: install $(DEV)/jwt_secret
+token: install $(DEV)/jwt_secret ## a development token: make token USER=<id>
 	@JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app chat_service token $(TOKEN_USER)
 
-test: install
+test: install ## the whole suite (SQLite; .ci/run adds PostgreSQL, MariaDB, Redis)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # make fuzz [FUZZ_MAX_EXAMPLES=N]: the fuzz tests with N examples per operation (random, unlike `make test`).
 FUZZ_MAX_EXAMPLES ?= 500
 .PHONY: fuzz
-fuzz: install
+fuzz: install ## the fuzz tests with FUZZ_MAX_EXAMPLES examples per operation
 	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) $(BIN)/pytest -q tests/fuzz
 
 # make bench: every benchmark in bench/ with its default arguments, one after the other; figures and
 # the machine they were measured on in docs/benchmarks.md. rest_overhead uses wrk when installed.
 .PHONY: bench
-bench: install
+bench: install ## every benchmark in bench/, figures and MET/MISSED
 	$(BIN)/python bench/ws_capacity.py
 	$(BIN)/python bench/relay_latency.py
 	$(BIN)/python bench/broadcast.py
@@ -65,13 +68,13 @@ bench: install
 	$(BIN)/python bench/mixed_load.py
 	$(BIN)/python bench/paging.py
 
-lint: install
+lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install ## ruff fix and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean:
+clean: ## remove .venv, instance/ and caches
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache
