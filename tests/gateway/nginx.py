@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 # Where the official nginx image looks for templates (compose mounts our directory there).
@@ -124,12 +126,7 @@ def run_gateway(binary: str, prefix: Path, upstreams: Mapping[str, str]) -> Iter
             _wait_until_listening(process, port, prefix)
             yield f"http://127.0.0.1:{port}"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process, timeout=10)
 
 
 def _wait_until_listening(process: subprocess.Popen, port: int, prefix: Path) -> None:

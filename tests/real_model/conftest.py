@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import ROOT, free_port
+from tests.processes import ROOT, free_port, stop
 
 N_CTX = 2048
 START_SECONDS = 120
@@ -90,9 +90,4 @@ def llama() -> Iterator[LlamaServer]:
                 time.sleep(0.2)
             yield LlamaServer(url, "gemma-3-270m")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
