@@ -10,7 +10,9 @@ from flask import Flask
 
 import shared
 import shared.admission
+import shared.cors
 import shared.db
+import shared.docs
 import shared.health
 import shared.metrics
 import shared.rate_limits
@@ -33,6 +35,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(Config(os.environ if environ is None else environ).as_dict())
     shared.init_app(app)
+    shared.cors.init_app(app)
+    shared.docs.init_app(app)
     db.init_app(app)
     shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
     migrate.init_app(app, db, directory=str(MIGRATIONS))
@@ -49,13 +53,15 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     shared.metrics.init_app(app)
     shared.rate_limits.init_app(app, RATE_RULES)
 
-    from chat_service import api, sync, views
+    from chat_service import api, page, sync, views
     from chat_service.live import socket
 
     sync.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.internal_bp)
     app.register_blueprint(views.bp)
+    if app.config["CHAT_PAGE"]:
+        app.register_blueprint(page.bp)
     app.register_blueprint(socket.bp)
     shared.admission.init_app(app, unadmitted=[socket.bp.name])  # after the blueprints: it admits theirs
     return app

@@ -53,6 +53,12 @@ class Config(SharedConfig):
         self.PROVIDER_RETRY_BASE_SECONDS = float(env("PROVIDER_RETRY_BASE_SECONDS", "0.5"))
         self.PROVIDER_RETRY_CAP_SECONDS = float(env("PROVIDER_RETRY_CAP_SECONDS", "8"))
         # Browser origins that may open sockets; empty: the request's own host only; "*": any.
+        # The reference chat page at /chat (chat_service.page).
+        self.CHAT_PAGE = env("CHAT_PAGE", "true").strip().lower() not in FALSE_WORDS
+        # Development only: the page may mint a token for any user id it is given (never in production).
+        self.DEV_TOKENS = env("DEV_TOKENS", "false").strip().lower() not in FALSE_WORDS
+        # Where the page calls conversation_service (pins); empty: the page's own origin (the gateway).
+        self.CHAT_PAGE_CONVERSATION_URL = env("CHAT_PAGE_CONVERSATION_URL", "").strip().rstrip("/")
         self.WS_ALLOWED_ORIGINS = [o.strip() for o in env("WS_ALLOWED_ORIGINS", "").split(",") if o.strip()]
         self.SOCK_SERVER_OPTIONS = {
             # Below every proxy's idle timeout (nginx: 60 s), so idle sockets stay open.

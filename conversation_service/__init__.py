@@ -10,7 +10,9 @@ from flask import Flask
 
 import shared
 import shared.admission
+import shared.cors
 import shared.db
+import shared.docs
 import shared.health
 import shared.metrics
 import shared.rate_limits
@@ -26,6 +28,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(Config(os.environ if environ is None else environ).as_dict())
     shared.init_app(app)
+    shared.cors.init_app(app)
+    shared.docs.init_app(app)
     db.init_app(app)
     shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
     migrate.init_app(app, db, directory=str(MIGRATIONS))

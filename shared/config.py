@@ -52,6 +52,13 @@ class SharedConfig:
         self.ADMISSION_RETRY_AFTER_SECONDS = int(env("ADMISSION_RETRY_AFTER_SECONDS", "2"))
         # Under gevent, a request body must arrive within this (408 otherwise); 0: no bound.
         self.REQUEST_BODY_TIMEOUT_SECONDS = float(env("REQUEST_BODY_TIMEOUT_SECONDS", "30"))
+        # Browser origins (scheme://host[:port]) whose pages may call the API (shared.cors); none by default.
+        origins = env("CORS_ALLOWED_ORIGINS", "").split(",")
+        self.CORS_ALLOWED_ORIGINS = [origin.strip() for origin in origins if origin.strip()]
+        # How long a browser may reuse a preflight's answer.
+        self.CORS_MAX_AGE_SECONDS = int(env("CORS_MAX_AGE_SECONDS", "600"))
+        # Swagger UI for /openapi.json at /docs (shared.docs), served from the installed package.
+        self.API_DOCS = env("API_DOCS", "true").strip().lower() not in ("0", "false", "no", "off")
 
     def as_dict(self) -> dict:
         names = {name for name in dir(self) if name.isupper()}
