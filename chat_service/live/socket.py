@@ -24,6 +24,7 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from simple_websocket import ConnectionClosed
 
+import shared.cors
 from chat_service import events, live, metrics
 from chat_service.extensions import db, sock
 from chat_service.live.hub import Frame
@@ -74,16 +75,26 @@ def check_handshake() -> None:
 
 @bp.before_request
 def check_origin() -> None:
-    """Refuse cross-site handshakes (CSWSH); clients that send no Origin are judged by their token."""
+    """Refuse cross-site handshakes (CSWSH); clients that send no Origin are judged by their token.
+
+    WS_ALLOWED_ORIGINS, when set, is the whole list; when empty, the page's own host may open sockets
+    and so may the origins CORS_ALLOWED_ORIGINS lets call the REST API (a frontend needs both)."""
     origin = request.headers.get("Origin")
     if origin is None:
         return
     allowed = current_app.config["WS_ALLOWED_ORIGINS"]
     if "*" in allowed or origin in allowed:
         return
-    if not allowed and urlsplit(origin).netloc == request.host:
+    if not allowed and (_same_host(origin) or shared.cors.policy().allows(origin)):
         return
     raise Forbidden(f"origin {origin!r} may not open this socket")
+
+
+def _same_host(origin: str) -> bool:
+    try:
+        return urlsplit(origin).netloc == request.host
+    except ValueError:  # e.g. an unclosed IPv6 bracket: no host at all
+        return False
 
 
 @bp.before_request
