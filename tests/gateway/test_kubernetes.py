@@ -11,10 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import requests
 import yaml
 
 from chat_service.config import Config as ChatConfig
@@ -48,6 +50,8 @@ from tests.gateway.kubernetes import (
     selects,
     workloads,
 )
+from tests.gateway.nginx import free_port
+from tests.live_probe import redis_url_or_skip
 
 # The oldest Kubernetes the manifests support (the pod-index label, the StatefulSet ordinal as a label,
 # is there since 1.28; 1.30 is the oldest release the big clouds still run) and a recent one.
@@ -469,3 +473,72 @@ def test_the_migration_job_upgrades_with_only_the_database_url_and_then_pods_may
     assert "Running upgrade" in upgrade.stderr + upgrade.stdout
     done = subprocess.run(wait, env=environ, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the containers' commands, run here ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_service_container_starts_ready_from_its_configmap_and_stops_on_sigterm(service, tmp_path):
+    """The container's command and ConfigMap (the image's config path mapped to this checkout, Redis
+    and the database replaced by the test's) start gunicorn; the probes' paths answer 200 on the
+    probes' port; SIGTERM (after preStop) stops it cleanly within the grace period."""
+    redis_url = redis_url_or_skip()
+    objects = applied()
+    workload = service_workload(objects, service)
+    container = main_container(workload)
+    database_url = f"sqlite:///{tmp_path}/{service}.sqlite3"
+    environ = {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "DATABASE_URL": database_url,
+    }
+    migrated = subprocess.run(
+        ["flask", "--app", service, "db", "upgrade"],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    environ |= {
+        **environment_names(container, objects),
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "REDIS_URL": redis_url,
+        "POD_INDEX": "3",
+        "BIND": f"127.0.0.1:{port}",
+        MULTIPROC_ENV: str(tmp_path / "prometheus-metrics"),
+        "LIMITS_KEY_PREFIX": f"test-k8s-{os.getpid()}",
+    }
+    installed = f"/opt/venv/lib/python{image_python()}/site-packages/{service}/gunicorn.conf.py"
+    args = [arg.replace(installed, str(ROOT / service / "gunicorn.conf.py")) for arg in container["args"]]
+    log = tmp_path / "service.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(args, env=environ, cwd=tmp_path, stdout=output, stderr=output)
+        try:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                url = f"http://127.0.0.1:{port}{container[probe]['httpGet']['path']}"
+                deadline = time.monotonic() + 30
+                while True:
+                    assert process.poll() is None, log.read_text()
+                    try:
+                        if (
+                            requests.get(url, timeout=container[probe].get("timeoutSeconds", 1)).status_code
+                            == 200
+                        ):
+                            break
+                    except requests.RequestException:
+                        pass
+                    assert time.monotonic() < deadline, f"{probe}: {log.read_text()}"
+                    time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            try:
+                process.wait(timeout=grace - pre_stop_seconds(container))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+    assert process.returncode == 0, log.read_text()
