@@ -372,3 +372,15 @@ def test_a_frame_that_breaks_the_document_is_caught():
         assert_valid({**error, "code": 200})
     with pytest.raises(AssertionError):
         assert_valid({**delta, "type": "typing"})
+
+
+def test_the_guides_python_client_chats(echo_live, token, capsys):
+    """docs/websocket.md's Python example, run as written against a live server."""
+    guide = (PACKAGE.parent / "docs" / "websocket.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
+    settings = re.compile(r"^BASE, TOKEN = .*$", flags=re.MULTILINE)
+    assert settings.search(example)
+    address = echo_live.removeprefix("http://")
+    exec(settings.sub(f"BASE, TOKEN = {address!r}, {token()!r}", example), {})  # the example, as printed
+    out = capsys.readouterr().out
+    assert out.startswith("你好") and re.search(r"\n\[stored as message \d+\]\n$", out), out
