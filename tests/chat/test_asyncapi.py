@@ -11,6 +11,7 @@ import importlib
 import inspect
 import json
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,6 +235,13 @@ def test_every_reference_resolves_and_operations_use_their_channels_messages():
         for example in message["examples"]:
             payload_validator(name).validate(example["payload"])
     assert set(CLIENT_FRAMES.values()) | set(SERVER_FRAMES.values()) == set(CHANNEL["messages"])
+
+
+def test_the_document_ships_in_the_package():
+    """`pip install .` (the Docker image) copies only listed data files: without the line, an installed
+    chat_service would serve no /asyncapi.json."""
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert docs.ASYNCAPI_FILE in pyproject["tool"]["setuptools"]["package-data"]["chat_service"]
 
 
 def test_the_served_document_is_the_packaged_one_and_valid(tmp_path):
