@@ -30,11 +30,13 @@ $(DEV)/jwt_secret:
 	chmod 600 $@
 	@echo "Generated a local development JWT secret in $@ (git-ignored)."
 
-migrate: install $(DEV)/jwt_secret ## both services' databases to their newest migration
-	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app chat_service db upgrade
-	JWT_SECRET=$$(cat $(DEV)/jwt_secret) $(BIN)/flask --app conversation_service db upgrade
+# Databases: CHAT_DATABASE_URL / CONVERSATION_DATABASE_URL (or one DATABASE_URL for both), else SQLite in
+# instance/; REDIS_URL when set (docs/running.md). Migrations need no secret, only the database URL.
+migrate: install ## both services' databases to their newest migration
+	$(BIN)/flask --app chat_service db upgrade
+	$(BIN)/flask --app conversation_service db upgrade
 
-run: migrate ## both services on 127.0.0.1 (5001, 5002), SQLite, the echo provider
+run: migrate $(DEV)/jwt_secret ## both services on 127.0.0.1 (5001, 5002), the chat page at /chat
 	@JWT_SECRET=$$(cat $(DEV)/jwt_secret) BIN=$(BIN) scripts/run-dev
 
 # make token USER=<user id>: a development token for that user, signed with the local secret.

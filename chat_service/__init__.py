@@ -10,6 +10,7 @@ from flask import Flask
 
 import shared
 import shared.admission
+import shared.cli
 import shared.cors
 import shared.db
 import shared.docs
@@ -21,6 +22,8 @@ from chat_service.extensions import db, migrate, sock
 from shared.http import ServiceClient
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic's version table, named for the service: both services can migrate one shared database.
+VERSION_TABLE = "chat_service_alembic_version"
 # Per-user rate limits (shared.rate_limits): rule name -> its setting.
 RATE_RULES = {
     "requests": "LIMIT_REQUESTS",
@@ -30,25 +33,33 @@ RATE_RULES = {
 }
 
 
-def create_app(environ: Mapping[str, str] | None = None) -> Flask:
-    """Build the app from environment variables (`environ` replaces `os.environ`, for tests)."""
+def create_app(environ: Mapping[str, str] | None = None, *, serving: bool | None = None) -> Flask:
+    """Build the app from environment variables (`environ` replaces `os.environ`, for tests).
+
+    `serving` (default: not under `flask db`) requires what answering requests needs, a key for tokens
+    and the AI provider's; a migration needs only the database URL. Wrong settings raise `ConfigError`.
+    """
+    serving = shared.cli.serving() if serving is None else serving
     app = Flask(__name__, static_folder=None)
-    app.config.from_mapping(Config(os.environ if environ is None else environ).as_dict())
+    config = Config(os.environ if environ is None else environ, serving=serving)
+    app.config.from_mapping(config.as_dict())
     shared.init_app(app)
     shared.cors.init_app(app)
     shared.docs.init_app(app)
     db.init_app(app)
     shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
-    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    migrate.init_app(app, db, directory=str(MIGRATIONS), version_table=VERSION_TABLE)
     sock.init_app(app)
 
     from chat_service import live
-    from chat_service.providers import make_provider
+    from chat_service.providers import EchoProvider, make_provider
 
     conversations = ServiceClient(
         app.config["CONVERSATION_SERVICE_URL"], service_name=Config.SERVICE_NAME, config=app.config
     )
-    bus = live.init_app(app, make_provider(app.config), conversations).bus
+    # A migration starts no turn: it gets the offline provider, so it needs no provider key.
+    provider = make_provider(app.config) if serving else EchoProvider.from_config(app.config)
+    bus = live.init_app(app, provider, conversations).bus
     shared.health.init_app(app, db, checks={"redis": bus.check} if bus.configured else None)
     shared.metrics.init_app(app)
     shared.rate_limits.init_app(app, RATE_RULES)

@@ -36,6 +36,18 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 accesslog = None  # the app writes one JSON access line per request
 
 
+def post_fork(server, worker):
+    """A wrong setting stops the server with one line per setting, not a traceback per worker boot."""
+    from shared.settings import exit_on_config_error
+
+    def check():
+        from chat_service.config import Config
+
+        Config(os.environ, serving=True)
+
+    exit_on_config_error(check)
+
+
 def post_worker_init(worker):
     """On SIGTERM, close every socket with 1001 (going away) instead of letting them hang to the end."""
     from chat_service import live

@@ -109,7 +109,7 @@ class ChatMessage(db.Model):
 
 
 # Changes to deliver elsewhere (topics "record", "dify_delete", "dify_feedback"): shared/outbox.py.
-OUTBOX = outbox_table(db.metadata)
+OUTBOX = outbox_table(db.metadata, "chat_sync_outbox")
 
 
 def epoch_ms(moment: datetime | None = None) -> int:

@@ -10,6 +10,7 @@ from flask import Flask
 
 import shared
 import shared.admission
+import shared.cli
 import shared.cors
 import shared.db
 import shared.docs
@@ -21,18 +22,26 @@ from conversation_service.extensions import db, migrate
 from conversation_service.snowflake import Snowflake
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic's version table, named for the service: both services can migrate one shared database.
+VERSION_TABLE = "conversation_service_alembic_version"
 
 
-def create_app(environ: Mapping[str, str] | None = None) -> Flask:
-    """Build the app from environment variables (`environ` replaces `os.environ`, for tests)."""
+def create_app(environ: Mapping[str, str] | None = None, *, serving: bool | None = None) -> Flask:
+    """Build the app from environment variables (`environ` replaces `os.environ`, for tests).
+
+    `serving` (default: not under `flask db`) requires what answering requests needs, a key for tokens
+    and the AI provider's; a migration needs only the database URL. Wrong settings raise `ConfigError`.
+    """
+    serving = shared.cli.serving() if serving is None else serving
     app = Flask(__name__, static_folder=None)
-    app.config.from_mapping(Config(os.environ if environ is None else environ).as_dict())
+    config = Config(os.environ if environ is None else environ, serving=serving)
+    app.config.from_mapping(config.as_dict())
     shared.init_app(app)
     shared.cors.init_app(app)
     shared.docs.init_app(app)
     db.init_app(app)
     shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
-    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    migrate.init_app(app, db, directory=str(MIGRATIONS), version_table=VERSION_TABLE)
     shared.health.init_app(app, db)
     shared.metrics.init_app(app)
     shared.rate_limits.init_app(

@@ -47,6 +47,15 @@ def post_fork(server, worker):
 
     Unset, each worker derives its own from the host name and its pid (see snowflake.py).
     """
+    from shared.settings import exit_on_config_error
+
+    def check():
+        from conversation_service.config import Config
+
+        Config(os.environ, serving=True)
+
+    # A wrong setting stops the server with one line per setting, not a traceback per worker boot.
+    exit_on_config_error(check)
     base = os.environ.get("SNOWFLAKE_WORKER_ID")
     if base:
         os.environ["SNOWFLAKE_WORKER_ID"] = str(int(base) + worker.snowflake_slot)

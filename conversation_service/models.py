@@ -62,7 +62,7 @@ class AiConversation(db.Model):
 
 
 # Changes to mirror in chat_service (topic "session", key: the record id): shared/outbox.py.
-OUTBOX = outbox_table(db.metadata)
+OUTBOX = outbox_table(db.metadata, "conversation_sync_outbox")
 
 
 def epoch_ms(moment: datetime | None = None) -> int:

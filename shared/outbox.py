@@ -38,16 +38,16 @@ from shared.tracing import bound_trace_id, current_trace_id, new_trace_id
 
 log = logging.getLogger(__name__)
 
-TABLE = "sync_outbox"
 BATCH = 50
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 Handler = Callable[[str], None]
 
 
-def outbox_table(metadata: sa.MetaData) -> sa.Table:
-    """The `sync_outbox` table in `metadata` (one per service database)."""
+def outbox_table(metadata: sa.MetaData, name: str) -> sa.Table:
+    """The service's outbox table `name` in `metadata`; each service names its own (`chat_sync_outbox`,
+    `conversation_sync_outbox`), so the two can share one database."""
     return sa.Table(
-        TABLE,
+        name,
         metadata,
         sa.Column("topic", sa.String(32), primary_key=True),
         sa.Column("key", sa.String(64), primary_key=True),
@@ -57,7 +57,7 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         # The traceId of the last change enqueued: deliveries and their log lines carry it.
         sa.Column("trace_id", sa.String(32), nullable=True),
-        sa.Index("ix_sync_outbox_due_at", "due_at"),
+        sa.Index(f"ix_{name}_due_at", "due_at"),
         mysql_charset="utf8mb4",
     )
 

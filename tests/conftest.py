@@ -56,7 +56,7 @@ def chat_app(chat_database):
     app.config["TESTING"] = True
     yield app
     with app.app_context():
-        clear_tables(chat_db, ["chat_messages", "chat_sessions", "sync_outbox"])
+        clear_tables(chat_db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
         chat_db.engine.dispose()
 
 
@@ -80,7 +80,7 @@ def conversation_app(conversation_database):
     app.config["TESTING"] = True
     yield app
     with app.app_context():
-        clear_tables(conversation_db, ["ai_conversations", "sync_outbox"])
+        clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
         conversation_db.engine.dispose()
 
 

@@ -80,7 +80,7 @@ def live_chat_factory(chat_database):
         live.of(app).close()
     if started:
         with started[0][1].app_context():
-            clear_tables(db, ["chat_messages", "chat_sessions", "sync_outbox"])
+            clear_tables(db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
     for _context, app in started:  # each app has its own engine and pool
         with app.app_context():
             db.engine.dispose()
@@ -93,7 +93,7 @@ def live_conversation(conversation_database):
     with serve(app) as url:
         yield url, app
     with app.app_context():
-        clear_tables(conversation_db, ["ai_conversations", "sync_outbox"])
+        clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
         conversation_db.engine.dispose()
 
 
@@ -103,6 +103,6 @@ def clean_chat_database(chat_database):
     yield chat_database
     app = create_app(base_environ(chat_database))
     with app.app_context():
-        clear_tables(db, ["chat_messages", "chat_sessions", "sync_outbox"])
+        clear_tables(db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
         db.engine.dispose()
     live.of(app).close()

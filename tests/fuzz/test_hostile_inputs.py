@@ -152,8 +152,8 @@ def service(request, chat_database, conversation_database) -> Iterator[Service]:
     known, bodies = _known(app, request.param)
     yield Service(app, known, bodies)
     with app.app_context():
-        tables = ["chat_messages", "chat_sessions"] if chat else ["ai_conversations"]
-        clear_tables(db, [*tables, "sync_outbox"])
+        chat_tables = ["chat_messages", "chat_sessions", "chat_sync_outbox"]
+        clear_tables(db, chat_tables if chat else ["ai_conversations", "conversation_sync_outbox"])
         db.engine.dispose()
 
 

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chat_service import create_app
 from conversation_service import create_app as create_conversation_app
+from shared.settings import ConfigError
 from tests.api_client import envelope
 from tests.conftest import ALICE, BOB, SECRET, base_environ
 
@@ -149,7 +150,7 @@ def test_a_token_with_an_audience_passes_when_none_is_configured(bare_app):
     ids=["short", "31-bytes", "no-key-at-all"],
 )
 def test_refuses_to_start_with_a_weak_or_missing_key(tmp_path, environ):
-    with pytest.raises(RuntimeError, match="JWT_"):
+    with pytest.raises(ConfigError, match="JWT_"):
         create_app(base_environ(f"sqlite:///{tmp_path}/a.sqlite3", **environ))
 
 

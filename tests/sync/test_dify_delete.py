@@ -68,7 +68,7 @@ def dify_chat(chat_database, dify):
     app.config["TESTING"] = True
     yield ApiClient(app, default_user=ALICE)
     with app.app_context():
-        clear_tables(db, ["chat_messages", "chat_sessions", "sync_outbox"])
+        clear_tables(db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
         db.engine.dispose()
     live.of(app).close()
 
