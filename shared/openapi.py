@@ -25,12 +25,14 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError, fields
 from werkzeug.routing import Rule
 
+from shared import docs
 from shared.auth import _USER_ID
 
 OPENAPI_VERSION = "3.0.3"
 DOCUMENT_PATH = "/openapi.json"
 # Operational routes (probes, metrics) are not part of the API: left out of the document.
 OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PAGE_BLUEPRINT = "page"
 _IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 SERVICE_ONLY = "For services only: a service token (claim `typ: service`) naming the user in `X-User-Id`."
@@ -142,8 +144,15 @@ def _without_empty_keywords(node: Any) -> Any:
 
 
 def documented(rule: Rule) -> bool:
-    """Whether `rule` belongs in the document: HTTP routes of the API, not sockets or probes."""
-    return not (rule.websocket or rule.endpoint == "static" or rule.rule in OPERATIONAL_PATHS)
+    """Whether `rule` belongs in the document: HTTP routes of the API, not sockets, probes or pages."""
+    operational = rule.websocket or rule.endpoint == "static" or rule.rule in OPERATIONAL_PATHS
+    return not (operational or is_page(rule))
+
+
+def is_page(rule: Rule) -> bool:
+    """A page for people, not an API operation: Swagger UI and its files, the AsyncAPI document
+    (shared.docs), and any route of a blueprint named `page` (chat_service's chat page)."""
+    return rule.endpoint in docs.ENDPOINTS or rule.endpoint.startswith(PAGE_BLUEPRINT + ".")
 
 
 def _operation(plugin: MarshmallowPlugin, rule: Rule, view: Callable, method: str) -> dict[str, Any]:
@@ -283,7 +292,8 @@ def _description(app: Flask) -> str:
         "Every response, errors included, is the envelope `{code, message, data, timestamp, traceId}`; "
         "the HTTP status matches the kind of failure and `code` carries the business code.",
         "Every route needs `Authorization: Bearer <jwt>` (the user is the token's `sub`), except this "
-        f"document ({DOCUMENT_PATH}). A service token (claim `typ: service`) may act for a user it names "
+        f"document ({DOCUMENT_PATH}), Swagger UI (/docs) and the socket's AsyncAPI document (/asyncapi.json, "
+        "chat_service). A service token (claim `typ: service`) may act for a user it names "
         "in the `X-User-Id` header.",
         f"Not listed: the operational routes ({', '.join(sorted(OPERATIONAL_PATHS))}).",
     ]
@@ -291,7 +301,8 @@ def _description(app: Flask) -> str:
     if sockets:
         parts.append(
             f"WebSocket routes cannot be described in OpenAPI 3 and are not among the paths: "
-            f"{', '.join(sockets)}; their protocol is in the tag of their blueprint and in the README."
+            f"{', '.join(sockets)}; their protocol is at /asyncapi.json (AsyncAPI 3) and in "
+            "docs/websocket.md."
         )
     return "\n\n".join(parts)
 

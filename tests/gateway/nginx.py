@@ -66,8 +66,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def compose_defaults() -> dict[str, str]:
+    """The gateway's variables as compose renders them with nothing set (`${NAME:-default}` -> default)."""
+    environment = compose()["services"]["gateway"]["environment"]
+    defaults = {}
+    for name in template_variables():
+        value = str(environment[name])
+        match = re.fullmatch(r"\$\{\w+:?-(.*)\}", value)
+        defaults[name] = match.group(1) if match else unescape(value)
+    return defaults
+
+
 def write_config(prefix: Path, values: Mapping[str, str]) -> Path:
-    """The image's nginx.conf in miniature: our rendered templates inside `http`, paths under `prefix`."""
+    """The image's nginx.conf in miniature: our rendered templates inside `http`, paths under `prefix`;
+    a variable `values` leaves out takes compose's default."""
+    values = {**compose_defaults(), **values}
     assert sorted(values) == sorted(template_variables()), "render with the names compose passes"
     conf_d = prefix / "conf.d"
     conf_d.mkdir(parents=True, exist_ok=True)
