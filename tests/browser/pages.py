@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
+from werkzeug.serving import make_server
 
 from chat_service import create_app as create_chat_app
 from chat_service import live
@@ -128,15 +129,23 @@ class ChatServer:
 
 
 @contextmanager
-def chat_server(database: str, **settings: str) -> Iterator[ChatServer]:
-    """chat_service on a loopback port (echo provider, 0.05 s a piece unless told), handshakes recorded."""
+def chat_server(database: str, port: int = 0, **settings: str) -> Iterator[ChatServer]:
+    """chat_service on a loopback port (any free one unless given; echo provider, 0.05 s a piece unless
+    told), handshakes recorded."""
     app = create_chat_app(base_environ(database, **({"ECHO_DELAY_SECONDS": "0.05"} | settings)))
     handshakes = Handshakes()
     app.wsgi_app = handshakes.wrap(app.wsgi_app)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        with serve(app) as url:
-            yield ChatServer(url, handshakes)
+        yield ChatServer(f"http://127.0.0.1:{server.server_port}", handshakes)
     finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        if "outbox" in app.extensions:
+            app.extensions["outbox"].stop()  # started only where a test turned OUTBOX_WORKER on
         live.of(app).close()
         with app.app_context():
             chat_db.engine.dispose()

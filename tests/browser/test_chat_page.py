@@ -15,6 +15,8 @@ import jwt
 import pytest
 import requests
 
+from conversation_service import create_app as create_conversation_app
+from conversation_service.extensions import db as conversation_db
 from tests.browser.pages import (
     ChatPage,
     assert_streamed,
@@ -25,7 +27,11 @@ from tests.browser.pages import (
     user_token,
     words,
 )
+from tests.conftest import base_environ
 from tests.fakes.dify import DEFAULT_SUGGESTIONS, FakeDify
+from tests.live import serve
+from tests.live_probe import eventually
+from tests.processes import free_port
 
 
 def create_session(base_url: str, token: str) -> str:
@@ -275,3 +281,47 @@ def test_usage_and_suggestions_with_dify(context, databases, user, artifacts):
         assert chat.user_texts() == ["hi Dify", DEFAULT_SUGGESTIONS[0]]
         chat.expect(chat.by("usage")).to_contain_text("30 tokens (prompt 24, completion 6) · 0.0000300 USD")
         chat.page.screenshot(path=artifacts / "dify-usage.png")
+
+
+def test_pins_straight_at_conversation_service_as_make_run_serves_the_page(context, databases, user):
+    """No gateway: the page pins at CHAT_PAGE_CONVERSATION_URL, which lets the page's origin in (CORS)."""
+    chat_port = free_port()
+    page_origin = f"http://127.0.0.1:{chat_port}"
+    conversation_app = create_conversation_app(
+        base_environ(databases.conversation, CORS_ALLOWED_ORIGINS=page_origin)
+    )
+    with (
+        serve(conversation_app) as conversation_url,
+        chat_server(
+            databases.chat,
+            port=chat_port,
+            CHAT_PAGE_CONVERSATION_URL=conversation_url,
+            CONVERSATION_SERVICE_URL=conversation_url,
+            OUTBOX_WORKER="true",
+            OUTBOX_INTERVAL_SECONDS="0.2",
+        ) as server,
+    ):
+        chat = ChatPage(context.new_page()).open(server.url)
+        chat.use_token(user_token(user))
+        sid = chat.new_session()
+        chat.expect(chat.by("pin-session")).to_be_enabled()
+        token = user_token(user)
+
+        def record():
+            response = requests.get(
+                conversation_url + "/api/ai/conversation/list",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            )
+            return next((r for r in response.json()["data"] if r["chatSessionId"] == sid), None)
+
+        eventually(record, 10, what="the chat's record")
+        chat.by("pin-session").click()
+        chat.expect(chat.by("session-pinned")).to_have_text("pinned")
+        assert record()["isPinned"] == 1
+        chat.by("pin-session").click()
+        chat.expect(chat.by("session-pinned")).to_have_text("")
+        assert record()["isPinned"] == 0
+        chat.expect(chat.by("error-banner")).to_be_hidden()
+    with conversation_app.app_context():
+        conversation_db.engine.dispose()
