@@ -48,6 +48,8 @@ class ChatSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # When it was deleted (with is_deleted): restorable within RESTORE_WINDOW_DAYS, purged after.
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None, index=True)
     # The Dify conversation this session continues, and its record in conversation_service once linked.
     dify_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), default=None)
     conversation_record_id: Mapped[str | None] = mapped_column(sa.String(20), default=None)
@@ -91,6 +93,8 @@ class ChatMessage(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    # When it was deleted; messages deleted with their session share the session's `deleted_at`.
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None, index=True)
     # What the AI provider said about a reply: Dify's message id, and its usage as JSON text.
     dify_message_id: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     usage: Mapped[str | None] = mapped_column(sa.Text, default=None)
@@ -106,6 +110,19 @@ class ChatMessage(db.Model):
         if self.feedback_rating is None and not self.feedback_content:
             return None
         return {"rating": self.feedback_rating, "content": self.feedback_content}
+
+
+class ChatErasure(db.Model):
+    """The proof that a user's data was erased, holding none of it: a hash of the user id, when it was
+    asked and finished, and how many rows went."""
+
+    __tablename__ = "chat_erasures"
+    __table_args__ = ({"mysql_charset": "utf8mb4"},)
+
+    user_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None)
+    counts: Mapped[str | None] = mapped_column(sa.Text, default=None)  # JSON: table -> rows removed
 
 
 # Changes to deliver elsewhere (topics "record", "dify_delete", "dify_feedback"): shared/outbox.py.

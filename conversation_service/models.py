@@ -54,11 +54,26 @@ class AiConversation(db.Model):
     updated_time: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     delete_token: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # When it was deleted (with is_deleted): restorable within RESTORE_WINDOW_DAYS, purged after.
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None, index=True)
     # The chat session this record mirrors (null: a standalone record made through the public API), and
     # the versions (ms since the epoch of the change; 0: never set) that order mirrored changes.
     chat_session_id: Mapped[str | None] = mapped_column(sa.String(CHAT_SESSION_ID_MAX), nullable=True)
     title_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     dify_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+
+
+class ConversationErasure(db.Model):
+    """The proof that a user's records were erased, holding none of them: a hash of the user id, when
+    it was asked and finished, and how many rows went."""
+
+    __tablename__ = "conversation_erasures"
+    __table_args__ = ({"mysql_charset": "utf8mb4"},)
+
+    user_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None)
+    counts: Mapped[str | None] = mapped_column(sa.Text, default=None)  # JSON: table -> rows removed
 
 
 # Changes to mirror in chat_service (topic "session", key: the record id): shared/outbox.py.

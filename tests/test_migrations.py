@@ -22,12 +22,12 @@ SERVICES = {
     "chat_service": (
         chat_service.create_app,
         chat_db,
-        {"chat_sessions", "chat_messages", "chat_sync_outbox"},
+        {"chat_sessions", "chat_messages", "chat_sync_outbox", "chat_erasures"},
     ),
     "conversation_service": (
         conversation_service.create_app,
         conversation_db,
-        {"ai_conversations", "conversation_sync_outbox"},
+        {"ai_conversations", "conversation_sync_outbox", "conversation_erasures"},
     ),
 }
 
@@ -91,7 +91,7 @@ def test_both_services_migrate_one_shared_database(database_server, order):
                 table: connection.execute(sa.text(f"SELECT version_num FROM {table}")).scalar_one()
                 for table in VERSION_TABLES
             }
-        assert heads == {chat_service.VERSION_TABLE: "0007", conversation_service.VERSION_TABLE: "0003"}
+        assert heads == {chat_service.VERSION_TABLE: "0008", conversation_service.VERSION_TABLE: "0004"}
         for service in order:  # upgrading again is a no-op for both
             _upgrade(service, url)
     finally:
@@ -134,7 +134,7 @@ def test_a_database_migrated_with_alembics_default_version_table_is_adopted(data
         assert names == expected | {version_table}, "alembic_version is gone, the rest migrated on"
         with engine.connect() as connection:
             assert connection.execute(sa.text(f"SELECT version_num FROM {version_table}")).scalar_one() == (
-                "0007" if service == "chat_service" else "0003"
+                "0008" if service == "chat_service" else "0004"
             )
             rows = connection.execute(sa.text(f"SELECT topic, version FROM {outbox}")).all()
         assert [tuple(row) for row in rows] == [("record", 3)]
