@@ -1,0 +1,199 @@
+"""Three chat_service instances behind a real nginx gateway, on loopback with Redis: what a deployment
+with three replicas runs, in miniature.
+
+- `databases`: one chat database shared by every instance and one conversation database (PostgreSQL
+  when TEST_POSTGRES_URL is set, else SQLite files), migrated to head;
+- `cluster`: the instances under gunicorn with the production config (one gevent worker each), one
+  conversation_service, and nginx from the gateway template with all three instances in the chat
+  upstream (the template's `server ${CHAT_UPSTREAM};` rendered as three `server` lines);
+- `Cluster.place`: sockets opened through the gateway, one per instance, each one's instance found by
+  the instances' own `ws_open_sockets` gauges (nginx logs a socket's upstream only once it closes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from chat_service import create_app as create_chat_app
+from chat_service.extensions import db as chat_db
+from conversation_service import create_app as create_conversation_app
+from conversation_service.extensions import db as conversation_db
+from tests.conftest import base_environ
+from tests.databases import DatabaseServer, migrated_database
+from tests.gateway.conftest import host_port
+from tests.gateway.nginx import compose, run_gateway, template_variables, unescape
+from tests.live import Socket, serve
+from tests.live_probe import open_sockets, production_server
+from tests.processes import ServerProcess
+
+INSTANCES = 3
+
+
+# --- databases and the services around the instances -------------------------------------------------
+
+
+def backend() -> str:
+    """PostgreSQL when the run has one (what three replicas share in production), else SQLite."""
+    return "postgresql" if os.environ.get("TEST_POSTGRES_URL") else "sqlite"
+
+
+@contextmanager
+def databases(directory: Path) -> Iterator[tuple[str, str]]:
+    """(chat URL, conversation URL): new databases migrated to head, dropped afterwards."""
+    server = DatabaseServer(backend(), directory)
+    try:
+        chat = migrated_database(server, "chat_gw", create_chat_app, chat_db, base_environ)
+        conversation = migrated_database(
+            server, "conversation_gw", create_conversation_app, conversation_db, base_environ
+        )
+        yield chat, conversation
+    finally:
+        server.drop_all()
+
+
+@contextmanager
+def conversation_service(database_url: str) -> Iterator[str]:
+    """conversation_service in this process, behind one trusted proxy as compose runs it; its URL."""
+    app = create_conversation_app(base_environ(database_url, TRUSTED_PROXIES="1"))
+    try:
+        with serve(app) as url:
+            yield url
+    finally:
+        with app.app_context():
+            conversation_db.engine.dispose()
+
+
+# --- the cluster -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    gateway: str  # nginx's base URL: the only address a client uses
+    instances: list[ServerProcess]  # each instance's own address: /metrics, and signals to its master
+    access_log: Path  # nginx's JSON access log (the template's `gateway` format)
+    token: Callable[..., str]
+    sockets: list[Socket] = field(default_factory=list)
+
+    def rest(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return requests.request(method, self.gateway + path, headers=headers, timeout=10, **kwargs)
+
+    def data(self, method: str, path: str, **kwargs):
+        """The envelope's `data` of a successful call through the gateway."""
+        response = self.rest(method, path, **kwargs)
+        assert response.status_code == 200, (response.status_code, response.text[:300])
+        return response.json()["data"]
+
+    def new_session(self) -> str:
+        return self.data("POST", "/api/chat/session", json={})["session_id"]
+
+    def connect(self, session_id: str) -> Socket:
+        """A socket through the gateway, subscribed on whichever instance nginx picked (a ping answered);
+        its `seen` keeps what came before the pong (a `turn_state`, live frames)."""
+        url = self.gateway.replace("http", "ws", 1) + f"/ws/{session_id}"
+        socket = Socket(url, headers={"Authorization": f"Bearer {self.token()}"})
+        self.sockets.append(socket)
+        socket.send({"type": "ping"})
+        assert socket.until("pong")[-1]["type"] == "pong"
+        socket.seen = [frame for frame in socket.seen if frame["type"] != "pong"]
+        return socket
+
+    def gauges(self, among: list[int] | None = None) -> dict[int, float]:
+        """Each running instance's `ws_open_sockets`, by index."""
+        indexes = range(len(self.instances)) if among is None else among
+        return {i: open_sockets(self.instances[i].url) for i in indexes}
+
+    def connect_and_locate(self, session_id: str, among: list[int] | None = None) -> tuple[Socket, int]:
+        """A socket through the gateway, and the index of the instance holding it (its gauge rose)."""
+        before = self.gauges(among)
+        socket = self.connect(session_id)
+        after = self.gauges(among)
+        [index] = [i for i in after if after[i] == before[i] + 1] or [None]
+        assert index is not None, f"no instance of {sorted(after)} took the socket: {before} -> {after}"
+        return socket, index
+
+    def place(self, session_id: str) -> dict[int, Socket]:
+        """One socket per instance, all opened through the gateway one after another (nginx's round
+        robin spreads them); fails if nginx put two on one instance."""
+        placed: dict[int, Socket] = {}
+        for _ in range(INSTANCES):
+            socket, index = self.connect_and_locate(session_id)
+            assert index not in placed, f"nginx put two sockets on instance {index}"
+            placed[index] = socket
+        return placed
+
+    def upstream_port(self, index: int) -> str:
+        return host_port(self.instances[index].url)
+
+
+@contextmanager
+def cluster(
+    nginx: str,
+    prefix: Path,
+    environ: dict[str, str],
+    conversation_url: str,
+    token: Callable[..., str],
+) -> Iterator[Cluster]:
+    """Three chat_service instances on one database and Redis, behind nginx; stopped together."""
+    logs = [prefix / f"chat-{i}.log" for i in range(INSTANCES)]
+    with instances(environ, logs) as running:
+        upstreams = compose_defaults() | {
+            # Three `server` lines in `upstream chat_service`, as a deployment with three instances writes.
+            "CHAT_UPSTREAM": "; server ".join(host_port(server.url) for server in running),
+            "CONVERSATION_UPSTREAM": host_port(conversation_url),
+        }
+        with run_gateway(nginx, prefix / "nginx", upstreams) as gateway:
+            deployed = Cluster(gateway, running, prefix / "nginx" / "access.log", token)
+            try:
+                yield deployed
+            finally:
+                for socket in deployed.sockets:
+                    socket.close()
+
+
+def compose_defaults() -> dict[str, str]:
+    """The template's other variables as compose sets them when the operator sets nothing
+    (`${NAME:-default}` is its default), so this cluster differs from compose's only in its upstreams."""
+    environment = compose()["services"]["gateway"]["environment"]
+    values = {}
+    for name in template_variables():
+        if name == "GATEWAY_LISTEN":
+            continue  # run_gateway picks a free loopback port
+        value = unescape(environment[name])
+        default = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+        values[name] = default.group(1) if default else value
+    return values
+
+
+@contextmanager
+def instances(environ: dict[str, str], logs: list[Path]) -> Iterator[list[ServerProcess]]:
+    """One production chat_service per log file, started side by side (each takes a second or two to
+    boot), and signalled to stop all at once at the end (each waits for its own turns)."""
+    contexts = [production_server(environ, log) for log in logs]
+    with ThreadPoolExecutor(len(contexts)) as pool:
+        outcomes = [pool.submit(context.__enter__) for context in contexts]
+    with contextlib.ExitStack() as stack:
+        started = []
+        for context, outcome in zip(contexts, outcomes, strict=True):
+            if outcome.exception() is None:
+                stack.push(context)
+                started.append(outcome.result())
+        for outcome in outcomes:
+            if outcome.exception() is not None:
+                raise outcome.exception()
+        try:
+            yield started
+        finally:
+            for server in started:
+                if server.process.poll() is None:
+                    server.process.send_signal(signal.SIGTERM)
