@@ -64,10 +64,12 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool | None
     shared.metrics.init_app(app)
     shared.rate_limits.init_app(app, RATE_RULES)
 
-    from chat_service import api, page, sync, views
+    from chat_service import api, erasure, page, purge, sync, views
     from chat_service.live import socket
 
     sync.init_app(app)
+    purge.init_app(app)
+    erasure.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.internal_bp)
     app.register_blueprint(views.bp)

@@ -49,9 +49,11 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool | None
     )
     app.extensions["snowflake"] = Snowflake(app.config["SNOWFLAKE_WORKER_ID"])
 
-    from conversation_service import api, sync
+    from conversation_service import api, erasure, purge, sync
 
     sync.init_app(app)
+    purge.init_app(app)
+    erasure.init_app(app)
     app.url_map.converters["conversation_id"] = api.ConversationIdConverter
     app.register_blueprint(api.bp)
     app.register_blueprint(api.internal_bp)

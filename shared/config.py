@@ -89,6 +89,12 @@ class SharedConfig:
             s.problem(problem)
         # How long a browser may reuse a preflight's answer.
         self.CORS_MAX_AGE_SECONDS = s.integer("CORS_MAX_AGE_SECONDS", 600, minimum=0)
+        # A deleted session or record can be restored this long; `purge` hard-deletes it after.
+        self.RESTORE_WINDOW_DAYS = s.number("RESTORE_WINDOW_DAYS", 30, minimum=0)
+        # Purge: rows per batch (each batch its own short transaction), and how often a serving process
+        # purges by itself (0: never; run `flask --app <service> purge` or the Kubernetes CronJob).
+        self.PURGE_BATCH_SIZE = s.integer("PURGE_BATCH_SIZE", 500, minimum=1)
+        self.PURGE_INTERVAL_SECONDS = s.number("PURGE_INTERVAL_SECONDS", 0, minimum=0)
         # Swagger UI for /openapi.json at /docs (shared.docs), served from the installed package.
         self.API_DOCS = s.flag("API_DOCS", True)
 

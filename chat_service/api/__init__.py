@@ -22,4 +22,4 @@ def require_service_for_user() -> None:
 internal_bp = Blueprint("internal", __name__, url_prefix="/internal/chat")
 internal_bp.before_request(require_service_for_user)
 
-from chat_service.api import inputs, internal, messages, sessions  # noqa: E402, F401 - routes register on bps
+from chat_service.api import export, inputs, internal, messages, search, sessions  # noqa: E402, F401 - routes register on bps

@@ -1,0 +1,1 @@
+"""Export and import of a user's conversations (NDJSON, Markdown). Being built: issue 14."""

@@ -1,0 +1,1 @@
+"""GET /api/chat/search: the user's messages and session titles, Chinese and English (issue 14)."""
