@@ -7,20 +7,24 @@ with three replicas runs, in miniature.
   conversation_service, and nginx from the gateway template with all three instances in the chat
   upstream (the template's `server ${CHAT_UPSTREAM};` rendered as three `server` lines);
 - `Cluster.place`: sockets opened through the gateway, one per instance, each one's instance found by
-  the instances' own `ws_open_sockets` gauges (nginx logs a socket's upstream only once it closes).
+  the instances' own `ws_open_sockets` gauges (nginx logs a socket's upstream only once it closes);
+- `KeptAlive`: one keep-alive connection to an instance, as nginx keeps them for its upstreams, on
+  which a WebSocket handshake can be sent later (after the instance was told to stop, say).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
-import re
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -31,9 +35,9 @@ from conversation_service.extensions import db as conversation_db
 from tests.conftest import base_environ
 from tests.databases import DatabaseServer, migrated_database
 from tests.gateway.conftest import host_port
-from tests.gateway.nginx import compose, run_gateway, template_variables, unescape
+from tests.gateway.nginx import run_gateway
 from tests.live import Socket, serve
-from tests.live_probe import open_sockets, production_server
+from tests.live_probe import RawSocket, open_sockets, production_server
 from tests.processes import ServerProcess
 
 INSTANCES = 3
@@ -147,7 +151,7 @@ def cluster(
     """Three chat_service instances on one database and Redis, behind nginx; stopped together."""
     logs = [prefix / f"chat-{i}.log" for i in range(INSTANCES)]
     with instances(environ, logs) as running:
-        upstreams = compose_defaults() | {
+        upstreams = {
             # Three `server` lines in `upstream chat_service`, as a deployment with three instances writes.
             "CHAT_UPSTREAM": "; server ".join(host_port(server.url) for server in running),
             "CONVERSATION_UPSTREAM": host_port(conversation_url),
@@ -159,20 +163,6 @@ def cluster(
             finally:
                 for socket in deployed.sockets:
                     socket.close()
-
-
-def compose_defaults() -> dict[str, str]:
-    """The template's other variables as compose sets them when the operator sets nothing
-    (`${NAME:-default}` is its default), so this cluster differs from compose's only in its upstreams."""
-    environment = compose()["services"]["gateway"]["environment"]
-    values = {}
-    for name in template_variables():
-        if name == "GATEWAY_LISTEN":
-            continue  # run_gateway picks a free loopback port
-        value = unescape(environment[name])
-        default = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
-        values[name] = default.group(1) if default else value
-    return values
 
 
 @contextmanager
@@ -197,3 +187,55 @@ def instances(environ: dict[str, str], logs: list[Path]) -> Iterator[list[Server
             for server in started:
                 if server.process.poll() is None:
                     server.process.send_signal(signal.SIGTERM)
+
+
+class KeptAlive(RawSocket):
+    """A keep-alive HTTP/1.1 connection to an instance, as nginx keeps up to 16 per upstream
+    (`keepalive 16`) and reuses for any request, a WebSocket handshake included: a request answered now,
+    an upgrade sent on the same connection later; then `drain()` reads the socket's frames."""
+
+    def __init__(self, base_url: str) -> None:  # RawSocket's __init__ would send a handshake at once
+        parts = urlsplit(base_url)
+        self.host = parts.netloc
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=5)
+        self._buffer = b""
+        self.closed_by_peer = False
+
+    def get(self, path: str) -> int:
+        """A GET answered on this connection, which stays open; its status."""
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        status, headers = self._head()
+        length = int(headers.get("content-length", "0"))
+        while len(self._buffer) < length:
+            self._buffer += self._receive()
+        self._buffer = self._buffer[length:]
+        return status
+
+    def upgrade(self, path: str, headers: dict[str, str]) -> int:
+        """A WebSocket handshake on this connection; its status (101: frames follow)."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {self.host}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self.sock.sendall(("\r\n".join(request) + "\r\n\r\n").encode())
+        return self._head()[0]
+
+    def _head(self) -> tuple[int, dict[str, str]]:
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += self._receive()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        fields = dict(line.split(":", 1) for line in lines)
+        return int(status_line.split()[1]), {k.strip().lower(): v.strip() for k, v in fields.items()}
+
+    def _receive(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the instance closed the connection: {self._buffer[:200]!r}")
+        return chunk

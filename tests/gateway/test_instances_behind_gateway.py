@@ -25,7 +25,7 @@ import pytest
 from chat_service.services.titles import first_words
 from tests.chat.test_live_instances import kill_instance, offer
 from tests.conftest import base_environ
-from tests.gateway.instances import INSTANCES, cluster, conversation_service, databases
+from tests.gateway.instances import INSTANCES, KeptAlive, cluster, conversation_service, databases
 from tests.live_probe import eventually, forget_session_keys, redis_url_or_skip
 
 CLAIM_TTL_SECONDS = 3
@@ -275,3 +275,27 @@ def test_the_instance_running_a_turn_is_stopped_gracefully_and_the_reply_is_kept
     assert turn_frames(again)[2]["content"] == question
     for _ in range(2 * INSTANCES):
         assert deployed.data("GET", f"/api/chat/sessions/{sid}")["message_count"] == 4
+
+
+def test_a_socket_opened_on_an_instance_already_stopping_is_told_to_go_at_once(deployed):
+    """Past SIGTERM an instance still serves the connections it has: its listener closes within a
+    second, and a kept-alive connection (nginx keeps 16 per upstream and reuses them for handshakes)
+    carries a request until it is idle for KEEPALIVE_SECONDS. A socket opened so must be told to go
+    (1001) like the others, not held open and cut without a close frame at the graceful timeout."""
+    sid = deployed.new_session()
+    placed = deployed.place(sid)
+    leaving = deployed.instances[0]
+    kept = KeptAlive(leaving.url)
+    try:
+        assert kept.get("/healthz") == 200
+        leaving.process.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert placed[0].closed_with(timeout=5) == 1001  # the instance closed the sockets it had
+
+        assert kept.upgrade(f"/ws/{sid}", {"Authorization": f"Bearer {deployed.token()}"}) == 101
+        late = kept.drain(timeout=GRACEFUL_SECONDS + 3)
+        assert (late.ended, late.close_code) == ("close", 1001), late
+        assert leaving.process.wait(timeout=GRACEFUL_SECONDS + 5) == 0
+        assert time.monotonic() - stopped_at < GRACEFUL_SECONDS, "the instance waited for the late socket"
+    finally:
+        kept.close()
