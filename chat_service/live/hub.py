@@ -40,10 +40,18 @@ class Hub:
     def __init__(self) -> None:
         self._peers: dict[str, set[Peer]] = {}
         self._lock = threading.Lock()
+        self._going_away = False
 
     def add(self, session_id: str, peer: Peer) -> None:
+        """Take a new socket; once the process is going away, close it with 1001 at once instead: past
+        SIGTERM a worker still serves the connections it has (a gateway's kept-alive one carries a
+        handshake), and a socket held there would be cut without a close frame at the graceful timeout
+        and keep the worker to it."""
         with self._lock:
-            self._peers.setdefault(session_id, set()).add(peer)
+            if not self._going_away:
+                self._peers.setdefault(session_id, set()).add(peer)
+                return
+        peer.close(1001, "server shutting down")
 
     def remove(self, session_id: str, peer: Peer) -> None:
         with self._lock:
@@ -71,8 +79,9 @@ class Hub:
             peer.offer(frame)
 
     def going_away(self) -> None:
-        """At shutdown: close every socket of this process with 1001."""
+        """At shutdown: close every socket of this process with 1001, and every one opened after."""
         with self._lock:
+            self._going_away = True
             peers = [peer for group in self._peers.values() for peer in group]
         for peer in peers:
             peer.close(1001, "server shutting down")
