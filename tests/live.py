@@ -30,6 +30,17 @@ def serve(app: Flask) -> Iterator[str]:
         thread.join(timeout=5)
 
 
+@contextmanager
+def another_origin(html: str = "<!doctype html><title>another site</title>") -> Iterator[str]:
+    """A static page on a free loopback port, an origin of its own (`http://127.0.0.1:PORT`): what a
+    browser test uses as a frontend elsewhere. Loopback, not a made-up host: Chromium lets a page reach
+    loopback sockets only from a loopback origin (Private Network Access)."""
+    site = Flask("another_origin", static_folder=None)
+    site.add_url_rule("/", "page", lambda: (html, 200, {"Content-Type": "text/html; charset=utf-8"}))
+    with serve(site) as url:
+        yield url
+
+
 class DrainingClient(Client):
     """simple-websocket's client, also taking the frames that arrived with the handshake response.
 

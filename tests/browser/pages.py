@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from conversation_service.extensions import db as conversation_db
 from shared.auth import mint_token
 from tests.conftest import SECRET, base_environ
 from tests.gateway.nginx import compose, nginx_binary, run_gateway, template_variables
-from tests.live import serve
+from tests.live import another_origin, serve
 from tests.live_probe import production_server
 
 TIMEOUT_MS = 15_000
@@ -151,35 +150,9 @@ def chat_server(database: str, port: int = 0, **settings: str) -> Iterator[ChatS
             chat_db.engine.dispose()
 
 
-@contextmanager
-def foreign_site() -> Iterator[str]:
-    """Another origin on loopback: a blank page any script can be put in; yields its base URL.
-
-    A real server, not an intercepted address: Chromium lets a page reach loopback sockets only from a
-    loopback origin (Private Network Access), so a made-up public host would never get to the handshake.
-    """
-
-    class Blank(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<!doctype html><title>another site</title>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Blank)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def foreign_site():
+    """Another origin on loopback: a blank page any script can be put in; yields its base URL."""
+    return another_origin()
 
 
 @dataclass(frozen=True)

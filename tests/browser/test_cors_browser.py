@@ -5,10 +5,7 @@ browser fails it when not: fetch rejects, the socket never opens."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,9 +16,9 @@ from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
 from tests.conftest import ALICE, base_environ
 from tests.databases import clear_tables
-from tests.live import serve
+from tests.live import another_origin, serve
 
-FRONTEND_PAGE = b"""<!DOCTYPE html>
+FRONTEND_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>another origin</title></head>
 <body><h1 data-testid="frontend">A frontend on its own origin</h1>
 <pre id="log" style="white-space: pre-wrap"></pre></body></html>
@@ -60,30 +57,9 @@ SOCKET = """([url, token]) => new Promise((resolve) => {
 })"""
 
 
-class _Page(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(FRONTEND_PAGE)))
-        self.end_headers()
-        self.wfile.write(FRONTEND_PAGE)
-
-    def log_message(self, *_args) -> None:
-        pass
-
-
-@contextmanager
-def frontend() -> Iterator[str]:
+def frontend():
     """A static page server on a free loopback port: its own origin, `http://127.0.0.1:PORT`."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    return another_origin(FRONTEND_PAGE)
 
 
 @pytest.fixture(scope="module")
