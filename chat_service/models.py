@@ -65,6 +65,9 @@ class ChatSession(db.Model):
     total_tokens: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     total_price: Mapped[Decimal | None] = mapped_column(sa.Numeric(20, 7), default=None)
     currency: Mapped[str | None] = mapped_column(sa.String(8), default=None)
+    # The title's search tokens (shared.search_text.index_tokens), kept by every write of the title and
+    # indexed per backend by migration 0009 (docs/search.md).
+    search_tokens: Mapped[str | None] = mapped_column(LongText, default=None)
 
     @property
     def usage(self) -> dict:
@@ -103,6 +106,9 @@ class ChatMessage(db.Model):
     # The user's rating of a reply (`like` / `dislike`, None: none) and their comment.
     feedback_rating: Mapped[str | None] = mapped_column(sa.String(8), default=None)
     feedback_content: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # The content's search tokens (shared.search_text.index_tokens), kept by every write of the content
+    # and indexed per backend by migration 0009 (docs/search.md).
+    search_tokens: Mapped[str | None] = mapped_column(LongText, default=None)
 
     @property
     def feedback(self) -> dict | None:

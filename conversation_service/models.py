@@ -61,6 +61,11 @@ class AiConversation(db.Model):
     chat_session_id: Mapped[str | None] = mapped_column(sa.String(CHAT_SESSION_ID_MAX), nullable=True)
     title_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     dify_version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # The title's search tokens (shared.search_text.index_tokens), indexed per backend by migration 0005,
+    # and the title normalised (NFKC, case-folded) to confirm a CJK run longer than a bigram
+    # (docs/search.md); both kept by every write of the title.
+    search_tokens: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    search_text: Mapped[str | None] = mapped_column(sa.Text, default=None)
 
 
 class ConversationErasure(db.Model):
