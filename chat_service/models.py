@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_service.extensions import db
 from shared.outbox import outbox_table
+from shared.search_text import keep_tokens
 
 DEFAULT_TITLE = "新会话"
 ROLES = ("user", "assistant", "system")
@@ -130,6 +131,10 @@ class ChatErasure(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None)
     counts: Mapped[str | None] = mapped_column(sa.Text, default=None)  # JSON: table -> rows removed
 
+
+# Search tokens follow the content and the title on every ORM write (shared/search_text.py).
+keep_tokens(ChatMessage, "content")
+keep_tokens(ChatSession, "title")
 
 # Changes to deliver elsewhere (topics "record", "dify_delete", "dify_feedback"): shared/outbox.py.
 OUTBOX = outbox_table(db.metadata, "chat_sync_outbox")

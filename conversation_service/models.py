@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from conversation_service.extensions import db
 from shared.outbox import outbox_table
+from shared.search_text import keep_tokens
 
 DEFAULT_TITLE = "新会话"
 TITLE_MAX = 255
@@ -80,6 +81,9 @@ class ConversationErasure(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None)
     counts: Mapped[str | None] = mapped_column(sa.Text, default=None)  # JSON: table -> rows removed
 
+
+# Search tokens (and the normalised title) follow the title on every ORM write (shared/search_text.py).
+keep_tokens(AiConversation, "title", normalized="search_text")
 
 # Changes to mirror in chat_service (topic "session", key: the record id): shared/outbox.py.
 OUTBOX = outbox_table(db.metadata, "conversation_sync_outbox")

@@ -1,0 +1,103 @@
+"""search: the tokens of record titles (and the titles normalised), and a full-text index of them per backend
+
+`search_tokens` holds shared.search_text.index_tokens of the title (words, CJK unigrams and bigrams, as
+ASCII tokens of 3+ characters), `search_text` the title normalised (to confirm a CJK run longer than
+two characters); existing rows are filled in batches. The index (docs/search.md):
+PostgreSQL a GIN index on `to_tsvector('simple', search_tokens)`, MariaDB a FULLTEXT index, SQLite an
+FTS5 table over the column (external content) that triggers keep in step with every write.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-04
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from shared.search_text import index_tokens, normalize
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+BATCH = 1000
+# table -> (its key, the text column, the key FTS5 rows carry on SQLite)
+TABLES = {"ai_conversations": ("id", "title", "id")}
+
+
+def upgrade():
+    for table in TABLES:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("search_tokens", sa.Text(), nullable=True))
+            batch.add_column(sa.Column("search_text", sa.Text(), nullable=True))
+    bind = op.get_bind()
+    for table, (key, source, rowid) in TABLES.items():
+        backfill(bind, table, key, source)
+        for statement in create_index(bind.dialect.name, table, rowid):
+            op.execute(statement)
+
+
+def downgrade():
+    bind = op.get_bind()
+    for table, (_key, _source, _rowid) in TABLES.items():
+        for statement in drop_index(bind.dialect.name, table):
+            op.execute(statement)
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("search_text")
+            batch.drop_column("search_tokens")
+
+
+def backfill(bind, table: str, key: str, source: str) -> None:
+    """Tokens for the rows already there, BATCH rows per statement in key order (no long locks)."""
+    rows = sa.table(
+        table, sa.column(key), sa.column(source), sa.column("search_tokens"), sa.column("search_text")
+    )
+    last = None
+    while True:
+        query = sa.select(rows.c[key], rows.c[source]).order_by(rows.c[key]).limit(BATCH)
+        if last is not None:
+            query = query.where(rows.c[key] > last)
+        batch = bind.execute(query).all()
+        if not batch:
+            return
+        bind.execute(
+            rows.update()
+            .where(rows.c[key] == sa.bindparam("k"))
+            .values(search_tokens=sa.bindparam("t"), search_text=sa.bindparam("n")),
+            [{"k": row[0], "t": index_tokens(row[1] or ""), "n": normalize(row[1] or "")} for row in batch],
+        )
+        last = batch[-1][0]
+
+
+def create_index(dialect: str, table: str, rowid: str) -> list[str]:
+    name = f"{table}_search"
+    if dialect == "postgresql":
+        return [
+            f"CREATE INDEX ix_{name} ON {table} USING gin (to_tsvector('simple'::regconfig, search_tokens))"
+        ]
+    if dialect in ("mysql", "mariadb"):
+        return [f"ALTER TABLE {table} ADD FULLTEXT INDEX ix_{name} (search_tokens)"]
+    delete = (
+        f"INSERT INTO {name} ({name}, rowid, search_tokens)"
+        f" VALUES ('delete', old.{rowid}, old.search_tokens);"
+    )
+    insert = f"INSERT INTO {name} (rowid, search_tokens) VALUES (new.{rowid}, new.search_tokens);"
+    return [
+        f"CREATE VIRTUAL TABLE {name} USING fts5(search_tokens, content='{table}', content_rowid='{rowid}')",
+        f"INSERT INTO {name} ({name}) VALUES ('rebuild')",
+        f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} BEGIN {insert} END",
+        f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} BEGIN {delete} END",
+        f"CREATE TRIGGER {name}_update AFTER UPDATE OF search_tokens ON {table} BEGIN {delete} {insert} END",
+    ]
+
+
+def drop_index(dialect: str, table: str) -> list[str]:
+    name = f"{table}_search"
+    if dialect == "postgresql":
+        return [f"DROP INDEX ix_{name}"]
+    if dialect in ("mysql", "mariadb"):
+        return [f"ALTER TABLE {table} DROP INDEX ix_{name}"]
+    return [f"DROP TRIGGER {name}_{event}" for event in ("insert", "delete", "update")] + [
+        f"DROP TABLE {name}"
+    ]
