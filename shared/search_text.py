@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+from sqlalchemy.dialects import mysql
 
 QUERY_MAX = 200
 SNIPPET_CHARS = 120  # code points of context a snippet shows
@@ -315,3 +316,21 @@ def include_object(_object, name, _type, reflected, _compare_to) -> bool:
     """Alembic's `include_object`: the models leave out the search indexes (they differ per backend),
     so autogenerate and the drift check must not see them as objects to drop."""
     return not (reflected and is_search_object(name))
+
+
+def index_match(
+    dialect: str, table: sa.Table, rowid: sa.ColumnElement, tokens: tuple[str, ...]
+) -> sa.ColumnElement[bool]:
+    """The condition "the row's `search_tokens` hold every token", answered by the backend's index:
+    GIN on `to_tsvector('simple', search_tokens)` (PostgreSQL), FULLTEXT (MariaDB), the FTS5 table
+    `<table>_search` whose rowid is `rowid` (SQLite)."""
+    column = table.c.search_tokens
+    if dialect == "postgresql":
+        simple = sa.literal_column("'simple'::regconfig")
+        vector = sa.func.to_tsvector(simple, column)  # the index's expression, exactly
+        return vector.op("@@")(sa.func.to_tsquery(simple, " & ".join(tokens)))
+    if dialect in ("mysql", "mariadb"):
+        return mysql.match(column, against=" ".join(f"+{token}" for token in tokens)).in_boolean_mode()
+    fts = sa.table(f"{table.name}_search", sa.column("rowid"))
+    hits = sa.select(fts.c.rowid).where(sa.literal_column(fts.name).op("MATCH")(" AND ".join(tokens)))
+    return rowid.in_(hits)
