@@ -9,6 +9,7 @@ hides its messages too. Where the seed's return lines swap "object" and "list" (
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -20,6 +21,7 @@ from chat_service.models import DEFAULT_TITLE, OUTBOX, ChatMessage, ChatSession,
 from shared import outbox
 
 Order = Literal["asc", "desc"]
+EPOCH = datetime(1970, 1, 1)
 
 
 def _live_session(session_id: str) -> sa.ColumnElement[bool]:
@@ -107,20 +109,124 @@ def count_sessions(db: Session, user_id: str) -> int:
     return db.scalar(query) or 0
 
 
-def soft_delete_session(db: Session, session_id: str, *, mirror_record: bool = True) -> bool:
-    """Mark the session deleted; False if it was not live. Its Dify conversation is deleted after it, and
-    its record too unless `mirror_record` is false (the deletion came from the record)."""
-    result = db.execute(
-        sa.update(ChatSession).where(_live_session(session_id)).values(is_deleted=True, updated_at=utcnow())
-    )
-    if result.rowcount != 1:
+def version_time(version_ms: int) -> datetime:
+    """The naive UTC time of a lifecycle version (ms since the epoch), as `deleted_at` stores it."""
+    return EPOCH + timedelta(milliseconds=version_ms)  # integer arithmetic: exact, unlike a float
+
+
+def lifecycle_version(session: ChatSession) -> int:
+    """The version of a session's deletion state: `deleted_at` in ms (the time of its last deletion, or
+    of its last restore while it lives; 0: never deleted). Mirrored deletes and restores carry it."""
+    return epoch_ms(session.deleted_at) if session.deleted_at is not None else 0
+
+
+def _lock_lifecycle(db: Session, session_id: str) -> sa.Row | None:
+    """The session row locked (first, as every writer of a session does): its deletion state."""
+    return db.execute(
+        sa.select(ChatSession.is_deleted, ChatSession.deleted_at)
+        .where(ChatSession.session_id == session_id)
+        .with_for_update()
+    ).first()
+
+
+def _next_lifecycle(current: datetime | None, version: int | None) -> int:
+    """The version of a new delete or restore: the given one (mirrored), else now in ms, or one ms
+    past the stored version when that is not older (a clock behind the other side's)."""
+    if version:
+        return version
+    stored = epoch_ms(current) if current is not None else 0
+    return max(epoch_ms(), stored + 1)
+
+
+def soft_delete_session(
+    db: Session, session_id: str, *, mirror_record: bool = True, version: int | None = None
+) -> bool:
+    """Mark the session deleted, with its live messages, all at one `deleted_at` (a ms version, so that
+    both views hold the very same time); False if it was not live. Its record follows unless
+    `mirror_record` is false (the deletion came from the record, at its `version`). The Dify
+    conversation stays until the session is purged (chat_service.purge): a restore keeps its context."""
+    row = _lock_lifecycle(db, session_id)
+    if row is None or row.is_deleted:
         db.rollback()
         return False
+    deleted_at = version_time(_next_lifecycle(row.deleted_at, version))
+    db.execute(
+        sa.update(ChatSession)
+        .where(_live_session(session_id))
+        .values(is_deleted=True, deleted_at=deleted_at, updated_at=utcnow())
+    )
+    db.execute(
+        sa.update(ChatMessage)
+        .where(_live_messages(session_id))
+        .values(is_deleted=True, deleted_at=deleted_at)
+        .execution_options(synchronize_session=False)
+    )
     if mirror_record:
         mirror(db, session_id)
-    outbox.enqueue(db, OUTBOX, "dify_delete", session_id)
     db.commit()
     return True
+
+
+def restore_session(
+    db: Session,
+    session_id: str,
+    not_before: datetime,
+    *,
+    mirror_record: bool = True,
+    version: int | None = None,
+) -> bool:
+    """Bring back a session deleted at or after `not_before` (the restore window's start), with the
+    messages deleted along with it (those of its exact `deleted_at`; messages deleted one by one before
+    keep theirs). `deleted_at` then holds the restore's version. False if it is not so deleted."""
+    row = _lock_lifecycle(db, session_id)
+    if row is None or not row.is_deleted or row.deleted_at is None or row.deleted_at < not_before:
+        db.rollback()
+        return False
+    db.execute(
+        sa.update(ChatMessage)
+        .where(
+            ChatMessage.session_id == session_id,
+            ChatMessage.is_deleted == sa.true(),
+            ChatMessage.deleted_at == row.deleted_at,
+        )
+        .values(is_deleted=False, deleted_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    live_count = sa.select(sa.func.count()).where(_live_messages(session_id)).scalar_subquery()
+    db.execute(
+        sa.update(ChatSession)
+        .where(ChatSession.session_id == session_id, ChatSession.is_deleted.is_(True))
+        .values(
+            is_deleted=False,
+            deleted_at=version_time(_next_lifecycle(row.deleted_at, version)),
+            message_count=live_count,
+        )
+    )
+    if mirror_record:
+        mirror(db, session_id)
+    db.commit()
+    return True
+
+
+def list_deleted_sessions(
+    db: Session, user_id: str, not_before: datetime, page: int = 1, page_size: int = 20
+) -> tuple[list[ChatSession], int]:
+    """One page of the user's sessions deleted at or after `not_before` (restorable), newest deletion
+    first, and how many there are."""
+    where = (
+        ChatSession.user_id == user_id,
+        ChatSession.is_deleted.is_(True),
+        ChatSession.deleted_at >= not_before,
+    )
+    query = (
+        sa.select(ChatSession)
+        .where(*where)
+        .order_by(ChatSession.deleted_at.desc(), ChatSession.session_id.desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    total = db.scalar(sa.select(sa.func.count()).select_from(ChatSession).where(*where)) or 0
+    return list(db.scalars(query)), total
 
 
 def set_generated_title(db: Session, session_id: str, title: str) -> bool:
@@ -367,7 +473,7 @@ def soft_delete_message(db: Session, message_id: int) -> bool:
     deleted = db.execute(
         sa.update(ChatMessage)
         .where(ChatMessage.message_id == message_id, ChatMessage.is_deleted.is_(False))
-        .values(is_deleted=True, updated_at=utcnow())
+        .values(is_deleted=True, deleted_at=_own_deletion_time(), updated_at=utcnow())
     )
     if deleted.rowcount != 1:  # a concurrent delete got there first
         db.rollback()
@@ -379,6 +485,13 @@ def soft_delete_message(db: Session, message_id: int) -> bool:
     )
     db.commit()
     return True
+
+
+def _own_deletion_time() -> datetime:
+    """When a message deleted on its own was deleted: never a whole millisecond, so never equal to a
+    session's deletion time (those are ms versions), and a restore of the session leaves it deleted."""
+    now = utcnow()
+    return now + timedelta(microseconds=1) if now.microsecond % 1000 == 0 else now
 
 
 def update_message_content(db: Session, message_id: int, new_content: str) -> bool:

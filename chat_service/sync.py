@@ -4,11 +4,13 @@ Topics (rows written by chat_service.crud in the transaction of each change):
 - `record` (key: session id): PUT the session's current state to conversation_service's
   `/internal/ai/conversation/chat/{session_id}`; the answer (the record's state) is applied back (a newer
   title, a deletion), and the record's id remembered.
-- `dify_delete` (key: session id): with the Dify provider, DELETE the deleted session's Dify conversation.
+- `purge` (and `dify_delete`, its name before restores) (key: session id): registered by
+  chat_service.purge: a purged session's record, Dify conversation and row.
 - `dify_feedback` (key: message id): with the Dify provider, send a reply's current feedback to Dify.
 
 Every delivery sends the current state, never a diff, so replays and reorders are harmless; the
-receiving side keeps the higher version of a title or Dify id, and a deletion is final.
+receiving side keeps the higher version of a title, a Dify id or the deletion state (a delete or a
+restore: `deletedVersion`, the `deleted_at` both views share).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from chat_service import live
+from chat_service import crud, live
 from chat_service.extensions import db
 from chat_service.models import OUTBOX, ChatMessage, ChatSession, epoch_ms
 from shared import outbox
@@ -45,6 +47,7 @@ def session_state(session: ChatSession) -> dict:
         "activityTime": epoch_ms(session.updated_at),
         "createdTime": epoch_ms(session.created_at),
         "deleted": bool(session.is_deleted),
+        "deletedVersion": crud.lifecycle_version(session),
     }
 
 
@@ -85,6 +88,7 @@ def _apply_record(session_id: str, user_id: str, record: dict) -> None:
         title=record.get("title"),
         title_version=int(record.get("titleVersion") or 0),
         deleted=bool(record.get("deleted")),
+        deleted_version=int(record.get("deletedVersion") or 0),
     )
     db.session.remove()
 
@@ -92,21 +96,6 @@ def _apply_record(session_id: str, user_id: str, record: dict) -> None:
 def deliver_record(session_id: str) -> None:
     """The `record` handler."""
     put_record(session_id)
-
-
-def delete_dify_conversation(session_id: str) -> None:
-    """The `dify_delete` handler: a deleted session's Dify conversation is deleted too (404: done)."""
-    if current_app.config["AI_PROVIDER"] != "dify":
-        return
-    session = db.session.get(ChatSession, session_id, populate_existing=True)
-    target = (session.dify_conversation_id, session.user_id) if session is not None else None
-    alive = session is not None and not session.is_deleted
-    db.session.remove()
-    if target is None or alive or not target[0]:
-        return
-    dify_id, user_id = target
-    if not live.current().provider.delete_conversation(dify_id, user_id):
-        raise DeliveryError(f"Dify did not delete conversation {dify_id}")
 
 
 def send_dify_feedback(message_id: str) -> None:
@@ -130,7 +119,6 @@ def send_dify_feedback(message_id: str) -> None:
 
 HANDLERS = {
     "record": deliver_record,
-    "dify_delete": delete_dify_conversation,
     "dify_feedback": send_dify_feedback,
 }
 
@@ -187,11 +175,14 @@ def drift(session: ChatSession, record: dict | None) -> list[str]:
     if record is None:
         return ["record missing -> create it"]
     changes = []
-    if record.get("deleted") and not session.is_deleted:
-        changes.append("deleted on the record -> delete the session")
-    elif session.is_deleted and not record.get("deleted"):
-        changes.append("deleted on the session -> delete the record")
-    if session.is_deleted or record.get("deleted"):
+    record_deleted = bool(record.get("deleted"))
+    if record_deleted != session.is_deleted:
+        record_version, own_version = int(record.get("deletedVersion") or 0), crud.lifecycle_version(session)
+        # The newer deletion state wins; unversioned (both 0, from before restores), the deletion does.
+        record_wins = record_version > own_version or (record_version == own_version and record_deleted)
+        state = "deleted" if (record_deleted if record_wins else session.is_deleted) else "restored"
+        changes.append(f"{state} on the {'record -> session' if record_wins else 'session -> record'}")
+    if session.is_deleted or record_deleted:
         return changes
     record_version = int(record.get("titleVersion") or 0)
     if record_version > session.title_version:

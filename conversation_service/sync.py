@@ -1,8 +1,9 @@
 """A record and its chat session kept equal: conversation_service's outbox handler.
 
 Topic `session` (key: record id), written by conversation_service.services.conversations in the
-transaction of a public change to a linked record (a title, a deletion; pinning is the record's own):
-PUT the record's current title and deletion to chat_service's `/internal/chat/sessions/{id}/sync`, and
+transaction of a public change to a linked record (a title, a deletion, a restore; pinning is the
+record's own): PUT the record's current title and deletion state (with its version) to chat_service's
+`/internal/chat/sessions/{id}/sync`, and
 take back what the answer says is newer on the session. chat_service's 404 (7001: the session never
 existed there) counts as done.
 """
@@ -34,7 +35,10 @@ def deliver_session(key: str) -> None:
         db.session.remove()
         return
     user_id, session_id = record.user_id, record.chat_session_id
-    body: dict = {"deleted": bool(record.is_deleted)}
+    body: dict = {
+        "deleted": bool(record.is_deleted),
+        "deletedVersion": conversations.lifecycle_version(record),
+    }
     if record.title_version > 0:
         body |= {"title": record.title, "titleVersion": int(record.title_version)}
     db.session.remove()  # no connection held across the call
@@ -57,6 +61,7 @@ def deliver_session(key: str) -> None:
             "activity_time": session.get("activityTime"),
             "created_time": session.get("createdTime"),
             "deleted": bool(session.get("deleted")),
+            "deleted_version": int(session.get("deletedVersion") or 0),
         },
     )
     db.session.remove()

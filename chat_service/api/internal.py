@@ -3,6 +3,7 @@ the gateway): a change made to a session's record, applied to the session."""
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from chat_service import crud
 from chat_service.api import internal_bp
 from chat_service.models import TITLE_MAX, epoch_ms
 from chat_service.services import sessions
@@ -41,6 +42,8 @@ class SessionSyncBody(Schema):
     title = fields.String(validate=[validate.Length(max=TITLE_MAX), _text], load_default=None)
     title_version = Version(data_key="titleVersion", load_default=0)
     deleted = StrictBoolean(load_default=False)
+    # The version of the deletion state (ms; 0: unversioned): a newer restore or deletion applies.
+    deleted_version = Version(data_key="deletedVersion", load_default=0)
 
     @validates_schema
     def _versioned_title(self, data, **kwargs):
@@ -60,18 +63,21 @@ class SessionStateSchema(Schema):
     activity_time = fields.Function(lambda s: epoch_ms(s.updated_at), data_key="activityTime")
     created_time = fields.Function(lambda s: epoch_ms(s.created_at), data_key="createdTime")
     deleted = fields.Function(lambda s: bool(s.is_deleted))
+    deleted_version = fields.Function(crud.lifecycle_version, data_key="deletedVersion")
 
 
 @internal_bp.put("/sessions/<session_id>/sync")
 @body(SessionSyncBody)
 @response(SessionStateSchema)
 def sync_session(data, session_id):
-    """Apply the record's title if its version is newer, its deletion if deleted (final: a deleted
-    session is never brought back); answer the session's state. Idempotent: a replay changes nothing."""
+    """Apply the record's title if its version is newer, its deletion or restore if its `deletedVersion`
+    is newer than the session's (a deleted session takes no title); answer the session's state.
+    Idempotent: a replay changes nothing."""
     return sessions.apply_synced(
         session_id,
         current_user_id(),
         title=data["title"],
         title_version=data["title_version"],
         deleted=data["deleted"],
+        deleted_version=data["deleted_version"],
     )

@@ -14,8 +14,7 @@ from flask import Flask, current_app
 
 from chat_service import crud
 from chat_service.extensions import db
-from chat_service.models import OUTBOX, ChatSession, epoch_ms
-from shared import outbox
+from chat_service.models import ChatSession, epoch_ms
 from shared.tracing import bound_trace_id
 
 if TYPE_CHECKING:
@@ -70,9 +69,9 @@ def forget(session_id: str, dify_conversation_id: str) -> bool:
 
 
 def store(session_id: str, dify_id: str | None) -> bool:
-    """Set the session's Dify conversation id, versioned now, and enqueue its record's update (and the
-    Dify conversation's deletion if the session was deleted meanwhile); one transaction. False if the
-    session is gone."""
+    """Set the session's Dify conversation id, versioned now, and enqueue its record's update; one
+    transaction. False if the session is gone. Stored on a deleted session too: a restore continues
+    that conversation, and the purge deletes it in Dify (chat_service.purge)."""
     session = db.session
     # The session row first, as every writer of a session (crud: no deadlock on MariaDB).
     deleted = session.scalar(
@@ -90,7 +89,5 @@ def store(session_id: str, dify_id: str | None) -> bool:
         )
     )
     crud.mirror(session, session_id)
-    if deleted:
-        outbox.enqueue(session, OUTBOX, "dify_delete", session_id)
     session.commit()
     return True

@@ -105,3 +105,11 @@ def delete_conversations(data):
 @response(ConversationSchema)
 def pin_conversation(args, conversation_id):
     return conversations.set_pinned(current_user_id(), parse_path_id(conversation_id), int(args["is_pinned"]))
+
+
+@bp.put("/<conversation_id:conversation_id>/restore")
+@response(ConversationSchema)
+def restore_conversation(conversation_id):
+    """Restore the caller's record deleted within RESTORE_WINDOW_DAYS, and its chat session (with the
+    messages deleted along with it); a live record is answered as it is. 7002 after the window."""
+    return conversations.restore(current_user_id(), parse_path_id(conversation_id))

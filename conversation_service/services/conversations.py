@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ SORT_COLUMNS = {
     "title": AiConversation.title,
 }
 Record = AiConversation
+EPOCH = datetime(1970, 1, 1)
 
 
 def _mirror(record_id: int) -> None:
@@ -239,15 +240,94 @@ def list_all(user_id: str, limit: int) -> list[Record]:
     return list(db.session.scalars(query))
 
 
+def version_time(version_ms: int) -> datetime:
+    """The naive UTC time of a lifecycle version (ms since the epoch), as `deleted_at` stores it."""
+    return EPOCH + timedelta(milliseconds=version_ms)  # integer arithmetic: exact, unlike a float
+
+
+def lifecycle_version(record: Record) -> int:
+    """The version of a record's deletion state: `deleted_at` in ms (the time of its last deletion, or
+    of its last restore while it lives; 0: never deleted). Mirrored deletes and restores carry it."""
+    return epoch_ms(record.deleted_at) if record.deleted_at is not None else 0
+
+
+def _next_lifecycle(stored: datetime | None) -> datetime:
+    """The time (and version) of a new delete or restore: now in whole ms, or one ms past the stored
+    version when that is not older (a restore mirrored from a clock ahead of ours)."""
+    stored_ms = epoch_ms(stored) if stored is not None else 0
+    return version_time(max(epoch_ms(), stored_ms + 1))
+
+
+def window_start(now: datetime | None = None) -> datetime:
+    """The oldest deletion time still restorable (RESTORE_WINDOW_DAYS before now); older records are
+    purged (conversation_service.purge)."""
+    return (now or utcnow()) - timedelta(days=current_app.config["RESTORE_WINDOW_DAYS"])
+
+
 def _soft_delete(user_id: str, ids: list[int]) -> int:
-    """Mark the user's live records among `ids` deleted, in the open transaction; how many were."""
+    """Mark the user's live records among `ids` deleted, in the open transaction; how many were. They
+    share one `deleted_at`, a whole ms: mirrored to a session, the very same time is its version."""
+    stored = db.session.scalar(
+        sa.select(sa.func.max(AiConversation.deleted_at)).where(_live(user_id), AiConversation.id.in_(ids))
+    )
     result = db.session.execute(
         sa.update(AiConversation)
         .where(_live(user_id), AiConversation.id.in_(ids))
-        .values(is_deleted=True, delete_token=AiConversation.id, updated_time=utcnow())
+        .values(
+            is_deleted=True,
+            delete_token=AiConversation.id,
+            deleted_at=_next_lifecycle(stored),
+            updated_time=utcnow(),
+        )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def restore(user_id: str, conversation_id: int) -> Record:
+    """Bring back the user's record deleted within the window; its chat session follows. A live record
+    is answered as it is. 7002 if it is unknown or deleted longer ago than the window (as if it did not
+    exist), 403 if it is someone else's, 1004 if another live record has taken its Dify conversation."""
+    record = db.session.get(AiConversation, conversation_id, populate_existing=True)
+    if record is None:
+        raise ConversationNotFound()
+    if record.user_id != user_id:
+        raise Forbidden("the conversation belongs to another user")
+    if not record.is_deleted:
+        return record
+    if record.deleted_at is None or record.deleted_at < window_start():
+        raise ConversationNotFound()
+    try:
+        restored = _restore(record.id, record.deleted_at)
+    except IntegrityError:  # a live record links the same Dify conversation now
+        db.session.rollback()
+        raise OperationFailed(
+            f"difyConversationId {record.dify_conversation_id!r} is linked to another live conversation"
+        ) from None
+    if not restored:
+        db.session.rollback()
+        raise ConversationNotFound()  # restored, purged or deleted again meanwhile
+    if record.chat_session_id is not None:
+        _mirror(record.id)
+    db.session.commit()
+    return db.session.get(AiConversation, conversation_id, populate_existing=True)
+
+
+def _restore(record_id: int, deleted_at: datetime, version: int | None = None) -> bool:
+    """Make the record live again if it is still deleted at `deleted_at`, in the open transaction;
+    `deleted_at` then holds the restore's version (given when mirrored)."""
+    restored_at = version_time(version) if version else _next_lifecycle(deleted_at)
+    result = db.session.execute(
+        sa.update(AiConversation)
+        .where(
+            AiConversation.id == record_id,
+            AiConversation.is_deleted == sa.true(),
+            AiConversation.deleted_at == deleted_at,
+        )
+        .values(is_deleted=False, delete_token=0, deleted_at=restored_at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def delete(user_id: str, conversation_id: int) -> None:
@@ -351,12 +431,14 @@ def owned_chat_record(user_id: str, chat_session_id: str) -> Record:
 
 def mirror_chat_session(user_id: str, chat_session_id: str, state: dict[str, Any]) -> Record:
     """Make the record of a chat session follow the session's `state` (title, title_version,
-    dify_conversation_id, dify_version, activity_time and created_time in ms, deleted); not mirrored back.
+    dify_conversation_id, dify_version, activity_time and created_time in ms, deleted, deleted_version);
+    not mirrored back.
 
-    Created the first time (a tombstone when the session is already deleted). A deleted record never
-    changes again: a replayed delivery cannot bring it back. Otherwise a title or Dify id is taken only
-    with a higher version than the stored one, the update time only moves forward, and `deleted`
-    deletes. Idempotent, and safe under concurrency: one record per (user, session) by a unique
+    Created the first time (a tombstone when the session is already deleted). A deletion or a restore
+    applies only with a higher `deleted_version` than the record's, so a replayed delivery cannot bring a
+    deleted record back nor delete a restored one; a deleted record takes nothing else. Otherwise a
+    title or Dify id is taken only with a higher version than the stored one, and the update time only
+    moves forward. Idempotent, and safe under concurrency: one record per (user, session) by a unique
     constraint; a losing insert retries as an update.
     """
     for _attempt in range(3):
@@ -369,6 +451,9 @@ def mirror_chat_session(user_id: str, chat_session_id: str, state: dict[str, Any
             except IntegrityError:  # created concurrently, or the Dify id is another record's
                 db.session.rollback()
                 continue
+        # A restore before the rest (a deleted record takes nothing), a deletion after it (the
+        # session's last title comes with its deletion).
+        record = _apply_chat_lifecycle(record, state) if not state.get("deleted") else record
         if record.is_deleted:
             return record
         try:
@@ -376,7 +461,7 @@ def mirror_chat_session(user_id: str, chat_session_id: str, state: dict[str, Any
         except IntegrityError:  # the Dify id is another live record's: keep the rest
             db.session.rollback()
             _apply_chat_state(record, state, with_dify=False)
-        return chat_record(user_id, chat_session_id)
+        return _apply_chat_lifecycle(chat_record(user_id, chat_session_id), state)
     raise OperationFailed("the chat session's record changed concurrently; try again")
 
 
@@ -425,6 +510,9 @@ def _create_chat_record(user_id: str, chat_session_id: str, state: dict[str, Any
         updated_time=max(activity, created),
         is_deleted=deleted,
         delete_token=record_id if deleted else 0,
+        deleted_at=(
+            version_time(int(state.get("deleted_version") or 0) or epoch_ms(now)) if deleted else None
+        ),
     )
     db.session.add(record)
     db.session.commit()
@@ -457,6 +545,42 @@ def _apply_chat_state(record: Record, state: dict[str, Any], *, with_dify: bool)
     if state.get("activity_time"):
         activity = from_epoch_ms(state["activity_time"])
         change(AiConversation.updated_time < activity, updated_time=activity)
-    if state.get("deleted"):
-        change(None, is_deleted=True, delete_token=AiConversation.id, updated_time=utcnow())
     db.session.commit()
+
+
+def _apply_chat_lifecycle(record: Record, state: dict[str, Any]) -> Record:
+    """The session's deletion or restore, if newer than the record's own (`deleted_version`, ms; 0:
+    from before restores existed, a deletion then applies unless the record was ever restored). A
+    record deleted longer ago than the window (being purged) is not brought back."""
+    deleted, version = bool(state.get("deleted")), int(state.get("deleted_version") or 0)
+    own = lifecycle_version(record)
+    if deleted == record.is_deleted or not (version > own or (deleted and version == 0 and own == 0)):
+        return record
+    if deleted:
+        db.session.execute(
+            sa.update(AiConversation)
+            .where(AiConversation.id == record.id, AiConversation.is_deleted == sa.false())
+            .values(
+                is_deleted=True,
+                delete_token=AiConversation.id,
+                deleted_at=version_time(version) if version else _next_lifecycle(record.deleted_at),
+                updated_time=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    elif record.deleted_at is None or record.deleted_at < window_start():
+        return record
+    else:
+        try:
+            _restore(record.id, record.deleted_at, version)
+        except IntegrityError:  # another live record has its Dify conversation: restored without it
+            db.session.rollback()
+            db.session.execute(
+                sa.update(AiConversation)
+                .where(AiConversation.id == record.id)
+                .values(dify_conversation_id=None, dify_version=0)
+                .execution_options(synchronize_session=False)
+            )
+            _restore(record.id, record.deleted_at, version)
+    db.session.commit()
+    return chat_record(record.user_id, record.chat_session_id)
