@@ -150,7 +150,8 @@ def step(user_id: str, dify_deleted: Iterable[str] = (), *, without_dify: bool =
         forget_rate_limits(user_id)
     state = tombstone(user_hash(user_id))
     db.session.remove()
-    return state | {"removed": {k: n for k, n in removed.items() if n}, "dify_conversation_ids": pending, "done": done}
+    removed_now = {name: n for name, n in removed.items() if n}
+    return state | {"removed": removed_now, "dify_conversation_ids": pending, "done": done}
 
 
 def tombstone(key: str) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -152,32 +153,37 @@ def service_headers(user: str | None = None) -> dict[str, str]:
     return headers
 
 
+@contextmanager
+def running_world(chat_database: str, conversation_database: str, dify: FakeDify) -> Iterator[World]:
+    """Both services on these databases and `dify`; the outbox workers off (tests deliver)."""
+    conversation_app = create_conversation_app(base_environ(conversation_database))
+    port = free_port()
+    server = Server(conversation_app, port)
+    world = World(
+        chat=None, conv=ApiClient(conversation_app, ALICE), conversation_url=f"http://127.0.0.1:{port}",
+        dify=dify, chat_database=chat_database, conversation_database=conversation_database,
+    )  # fmt: skip
+    chat_app = create_chat_app(world.chat_environ())
+    chat_app.config["TESTING"] = True
+    world.chat = ApiClient(chat_app, ALICE)
+    try:
+        yield world
+    finally:
+        server.stop()
+        with chat_app.app_context():
+            clear_tables(chat_db, CHAT_TABLES)
+            chat_db.engine.dispose()
+        live.of(chat_app).close()
+        with conversation_app.app_context():
+            clear_tables(conversation_db, CONVERSATION_TABLES)
+            conversation_db.engine.dispose()
+
+
 @pytest.fixture
 def world(chat_database, conversation_database) -> Iterator[World]:
-    """Both services on this backend and the fake Dify; the outbox workers off (tests deliver)."""
-    with FakeDify() as dify:
-        conversation_app = create_conversation_app(base_environ(conversation_database))
-        port = free_port()
-        server = Server(conversation_app, port)
-        url = f"http://127.0.0.1:{port}"
-        world = World(
-            chat=None, conv=ApiClient(conversation_app, ALICE), conversation_url=url, dify=dify,
-            chat_database=chat_database, conversation_database=conversation_database,
-        )  # fmt: skip
-        chat_app = create_chat_app(world.chat_environ())
-        chat_app.config["TESTING"] = True
-        world.chat = ApiClient(chat_app, ALICE)
-        try:
-            yield world
-        finally:
-            server.stop()
-            with chat_app.app_context():
-                clear_tables(chat_db, CHAT_TABLES)
-                chat_db.engine.dispose()
-            live.of(chat_app).close()
-            with conversation_app.app_context():
-                clear_tables(conversation_db, CONVERSATION_TABLES)
-                conversation_db.engine.dispose()
+    """Both services on this backend and the fake Dify."""
+    with FakeDify() as dify, running_world(chat_database, conversation_database, dify) as world:
+        yield world
 
 
 def unique(prefix: str) -> str:

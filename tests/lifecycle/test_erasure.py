@@ -11,12 +11,13 @@ import requests
 
 from chat_service import erasure as chat_erasure
 from conversation_service import erasure as conversation_erasure
-from tests.api_client import envelope
+from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE, BOB, SECRET
 from tests.fakes.dify import dify_error
 from tests.lifecycle import erasure_fixtures
 from tests.lifecycle.erasure_fixtures import service_headers, unique
 from tests.live import serve
+from tests.live_probe import redis_url_or_skip
 
 world = erasure_fixtures.world  # the fixture
 
@@ -278,3 +279,31 @@ def test_both_services_hash_alike_and_prefer_the_erasure_key():
     assert chat_erasure.user_hash(ALICE, keyed) != chat_erasure.user_hash(ALICE, config)
     with pytest.raises(RuntimeError, match="ERASURE_HASH_KEY"):
         chat_erasure.user_hash(ALICE, {})
+
+
+def test_the_users_shared_rate_limit_counts_are_cleared(world):
+    from chat_service import create_app, live
+    from chat_service.extensions import db as chat_db
+
+    redis_url = redis_url_or_skip()
+    app = create_app(world.chat_environ(REDIS_URL=redis_url, LIMIT_REQUESTS="3/minute"))
+    app.config["TESTING"] = True
+    try:
+        chat = ApiClient(app, ALICE)
+        for _ in range(3):
+            envelope(chat.post("/api/chat/sessions", json={}), 200)
+        envelope(chat.post("/api/chat/sessions", json={}), 429, 429)
+        envelope(chat.post("/api/chat/sessions", user=BOB, json={}), 200)
+
+        assert world.erase(ALICE, app).exit_code == 0
+
+        envelope(chat.post("/api/chat/sessions", json={}), 200)
+        assert (
+            chat.post("/api/chat/sessions", user=BOB, json={})
+            .headers["RateLimit"]
+            .startswith('"requests";r=1;')
+        )
+    finally:
+        live.of(app).close()
+        with app.app_context():
+            chat_db.engine.dispose()
