@@ -304,11 +304,14 @@ SEARCH_TABLES = ("chat_messages", "chat_sessions", "ai_conversations")
 
 def is_search_object(name: str | None) -> bool:
     """Whether a database object is part of a search index that only one backend has (migrations
-    chat 0009 and conversation 0005): PostgreSQL's and MariaDB's `ix_<table>_search`, SQLite's FTS5
-    table `<table>_search` and its shadow tables `<table>_search_*`."""
-    return bool(name) and any(
-        name == f"ix_{table}_search" or name == f"{table}_search" or name.startswith(f"{table}_search_")
-        for table in SEARCH_TABLES
+    chat 0009 and conversation 0005): PostgreSQL's generated column `search_vector`, PostgreSQL's and
+    MariaDB's index `ix_<table>_search`, SQLite's FTS5 table `<table>_search` and its shadow tables."""
+    return bool(name) and (
+        name == "search_vector"
+        or any(
+            name == f"ix_{table}_search" or name == f"{table}_search" or name.startswith(f"{table}_search_")
+            for table in SEARCH_TABLES
+        )
     )
 
 
@@ -322,15 +325,17 @@ def index_match(
     dialect: str, table: sa.Table, rowid: sa.ColumnElement, tokens: tuple[str, ...]
 ) -> sa.ColumnElement[bool]:
     """The condition "the row's `search_tokens` hold every token", answered by the backend's index:
-    GIN on `to_tsvector('simple', search_tokens)` (PostgreSQL), FULLTEXT (MariaDB), the FTS5 table
+    GIN on the generated `search_vector` (PostgreSQL), FULLTEXT (MariaDB), the FTS5 table
     `<table>_search` whose rowid is `rowid` (SQLite)."""
-    column = table.c.search_tokens
     if dialect == "postgresql":
-        simple = sa.literal_column("'simple'::regconfig")
-        vector = sa.func.to_tsvector(simple, column)  # the index's expression, exactly
-        return vector.op("@@")(sa.func.to_tsquery(simple, " & ".join(tokens)))
+        vector = sa.literal_column(f"{table.name}.search_vector")
+        return vector.op("@@")(
+            sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), " & ".join(tokens))
+        )
     if dialect in ("mysql", "mariadb"):
-        return mysql.match(column, against=" ".join(f"+{token}" for token in tokens)).in_boolean_mode()
+        return mysql.match(
+            table.c.search_tokens, against=" ".join(f"+{token}" for token in tokens)
+        ).in_boolean_mode()
     fts = sa.table(f"{table.name}_search", sa.column("rowid"))
     hits = sa.select(fts.c.rowid).where(sa.literal_column(fts.name).op("MATCH")(" AND ".join(tokens)))
     return rowid.in_(hits)
