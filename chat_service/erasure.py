@@ -53,6 +53,8 @@ TOPIC = "erase_user"
 CONVERSATION_ERASURES = "/internal/ai/conversation/erasures"
 USER_ID = r"[A-Za-z0-9_.@:-]{1,64}"  # what shared.auth accepts as a `sub`
 HASH = r"[0-9a-f]{64}"
+# The outbox topics keyed by a session id (`purge`: chat_service/purge.py); a deleted session's rows go.
+SESSION_TOPICS = ("record", "dify_delete", "purge")
 MAX_PASSES = 5  # a user writing faster than their erasure runs is not erased in a loop forever
 
 bp = Blueprint("erasure", __name__, url_prefix="/internal/chat/erasures")
@@ -125,7 +127,7 @@ def delete_dify_conversations(targets: Iterable[tuple[str, str]], provider) -> t
 
 def delete_sessions(rows: Sequence[tuple[str, str | None]], on_batch=None) -> int:
     """Hard-delete the sessions (session id, the Dify id it was seen with) that still name that Dify id
-    and have no message left, with their `record`/`dify_delete` outbox rows; one transaction. A session
+    and have no message left, with their outbox rows (SESSION_TOPICS); one transaction. A session
     whose Dify id changed since (a turn linked it) stays for the next pass. How many went."""
     if not rows:
         return 0
@@ -144,7 +146,7 @@ def delete_sessions(rows: Sequence[tuple[str, str | None]], on_batch=None) -> in
     ids = [sid for sid, _dify in rows]
     counts = Counter(
         chat_sync_outbox=db.session.execute(
-            sa.delete(OUTBOX).where(OUTBOX.c.topic.in_(["record", "dify_delete"]), OUTBOX.c.key.in_(ids))
+            sa.delete(OUTBOX).where(OUTBOX.c.topic.in_(SESSION_TOPICS), OUTBOX.c.key.in_(ids))
         ).rowcount,
         chat_sessions=db.session.execute(
             sa.delete(ChatSession).where(same, ~has_messages).execution_options(synchronize_session=False)
