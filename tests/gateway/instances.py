@@ -3,9 +3,10 @@ with three replicas runs, in miniature.
 
 - `databases`: one chat database shared by every instance and one conversation database (PostgreSQL
   when TEST_POSTGRES_URL is set, else SQLite files), migrated to head;
-- `cluster`: the instances under gunicorn with the production config (one gevent worker each), one
-  conversation_service, and nginx from the gateway template with all three instances in the chat
-  upstream (the template's `server ${CHAT_UPSTREAM};` rendered as three `server` lines);
+- `Instances`: three chat_service instances under gunicorn with the production config (one gevent
+  worker each), kept across a module's tests, an instance a test stopped replaced by a new one;
+- `cluster`: a new nginx from the gateway template in front of them, all three in the chat upstream
+  (the template's `server ${CHAT_UPSTREAM};` rendered as three `server` lines), and conversation_service;
 - `Cluster.place`: sockets opened through the gateway, one per instance, each one's instance found by
   the instances' own `ws_open_sockets` gauges (nginx logs a socket's upstream only once it closes);
 - `KeptAlive`: one keep-alive connection to an instance, as nginx keeps them for its upstreams, on
@@ -37,7 +38,7 @@ from tests.databases import DatabaseServer, migrated_database
 from tests.gateway.conftest import host_port
 from tests.gateway.nginx import run_gateway
 from tests.live import Socket, serve
-from tests.live_probe import RawSocket, open_sockets, production_server
+from tests.live_probe import RawSocket, eventually, open_sockets, production_server
 from tests.processes import ServerProcess
 
 INSTANCES = 3
@@ -140,53 +141,77 @@ class Cluster:
         return host_port(self.instances[index].url)
 
 
+class Instances:
+    """A module's chat_service instances, kept from test to test: booting one costs seconds of CPU
+    (more with three at once on two cores), so only those a test stopped are replaced, by new ones."""
+
+    def __init__(self, environ: dict[str, str], directory: Path) -> None:
+        self._environ = environ
+        self._directory = directory
+        self._booted = 0
+        self._slots: list[tuple[contextlib.AbstractContextManager, ServerProcess] | None] = [None] * INSTANCES
+
+    def running(self) -> list[ServerProcess]:
+        """Three running instances: the ones still up, and new ones (booted side by side) for the rest."""
+        for slot in self._slots:
+            if slot is not None and slot[1].process.poll() is not None:
+                slot[0].__exit__(None, None, None)  # its log closed; the process is already gone
+        missing = [
+            i for i, slot in enumerate(self._slots) if slot is None or slot[1].process.poll() is not None
+        ]
+        contexts = {i: production_server(self._environ, self._next_log()) for i in missing}
+        with ThreadPoolExecutor(max(1, len(contexts))) as pool:
+            outcomes = {i: pool.submit(context.__enter__) for i, context in contexts.items()}
+        for i, outcome in outcomes.items():
+            self._slots[i] = None if outcome.exception() else (contexts[i], outcome.result())
+        for outcome in outcomes.values():
+            if outcome.exception() is not None:
+                raise outcome.exception()
+        return [slot[1] for slot in self._slots if slot is not None]
+
+    def close(self) -> None:
+        """Stop them all at once (each waits for its own turns), then wait for each."""
+        live = [slot for slot in self._slots if slot is not None]
+        for _context, server in live:
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+        for context, _server in live:
+            context.__exit__(None, None, None)
+        self._slots = [None] * INSTANCES
+
+    def _next_log(self) -> Path:
+        self._booted += 1
+        return self._directory / f"chat-{self._booted}.log"
+
+
 @contextmanager
 def cluster(
     nginx: str,
     prefix: Path,
-    environ: dict[str, str],
+    instances: Instances,
     conversation_url: str,
     token: Callable[..., str],
 ) -> Iterator[Cluster]:
-    """Three chat_service instances on one database and Redis, behind nginx; stopped together."""
-    logs = [prefix / f"chat-{i}.log" for i in range(INSTANCES)]
-    with instances(environ, logs) as running:
-        upstreams = {
-            # Three `server` lines in `upstream chat_service`, as a deployment with three instances writes.
-            "CHAT_UPSTREAM": "; server ".join(host_port(server.url) for server in running),
-            "CONVERSATION_UPSTREAM": host_port(conversation_url),
-        }
-        with run_gateway(nginx, prefix / "nginx", upstreams) as gateway:
-            deployed = Cluster(gateway, running, prefix / "nginx" / "access.log", token)
-            try:
-                yield deployed
-            finally:
-                for socket in deployed.sockets:
-                    socket.close()
-
-
-@contextmanager
-def instances(environ: dict[str, str], logs: list[Path]) -> Iterator[list[ServerProcess]]:
-    """One production chat_service per log file, started side by side (each takes a second or two to
-    boot), and signalled to stop all at once at the end (each waits for its own turns)."""
-    contexts = [production_server(environ, log) for log in logs]
-    with ThreadPoolExecutor(len(contexts)) as pool:
-        outcomes = [pool.submit(context.__enter__) for context in contexts]
-    with contextlib.ExitStack() as stack:
-        started = []
-        for context, outcome in zip(contexts, outcomes, strict=True):
-            if outcome.exception() is None:
-                stack.push(context)
-                started.append(outcome.result())
-        for outcome in outcomes:
-            if outcome.exception() is not None:
-                raise outcome.exception()
+    """Three chat_service instances on one database and Redis, behind a new nginx (one that has not
+    seen any instance fail: `max_fails`/`fail_timeout` would keep it off a replaced one for 10 s)."""
+    running = instances.running()
+    eventually(
+        lambda: all(open_sockets(server.url) == 0 for server in running),
+        10,
+        what="no socket left open from before (each instance's gauge at 0)",
+    )
+    upstreams = {
+        # Three `server` lines in `upstream chat_service`, as a deployment with three instances writes.
+        "CHAT_UPSTREAM": "; server ".join(host_port(server.url) for server in running),
+        "CONVERSATION_UPSTREAM": host_port(conversation_url),
+    }
+    with run_gateway(nginx, prefix / "nginx", upstreams) as gateway:
+        deployed = Cluster(gateway, running, prefix / "nginx" / "access.log", token)
         try:
-            yield started
+            yield deployed
         finally:
-            for server in started:
-                if server.process.poll() is None:
-                    server.process.send_signal(signal.SIGTERM)
+            for socket in deployed.sockets:
+                socket.close()
 
 
 class KeptAlive(RawSocket):

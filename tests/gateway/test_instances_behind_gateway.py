@@ -1,7 +1,8 @@
 """Three chat_service instances behind the nginx gateway, sharing Redis and one database: one conversation.
 
-Each test gets three fresh production instances (gunicorn, gevent, one worker each) and its own nginx,
-so no test inherits another's dead instance or nginx's memory of one (`max_fails`/`fail_timeout`).
+Three production instances (gunicorn, gevent, one worker each) serve the module, an instance a test
+stopped replaced by a new one before the next; each test gets its own nginx, so none inherits nginx's
+memory of a dead instance (`max_fails`/`fail_timeout`).
 Sockets are opened through the gateway only; which instance holds each is read from the instances'
 own gauges, and nginx's access log shows where each request went.
 
@@ -11,7 +12,8 @@ own gauges, and nginx's access log shows where each request went.
   sockets get `error` 5000 with the turn's id, the gateway sends everything to the two survivors, and
   the session takes a new message whose reply streams from a survivor.
 - The instance running a turn is SIGTERMed (a rolling update): its sockets close with 1001, the reply
-  is finished and stored, the client reconnects through the gateway, and the two others keep serving.
+  is finished and stored, the client reconnects through the gateway, and the two others keep serving;
+  a socket opened on it after the signal (a kept-alive connection still carries one) gets 1001 too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 from chat_service.services.titles import first_words
 from tests.chat.test_live_instances import kill_instance, offer
 from tests.conftest import base_environ
-from tests.gateway.instances import INSTANCES, KeptAlive, cluster, conversation_service, databases
+from tests.gateway.instances import INSTANCES, Instances, KeptAlive, cluster, conversation_service, databases
 from tests.live_probe import eventually, forget_session_keys, redis_url_or_skip
 
 CLAIM_TTL_SECONDS = 3
@@ -50,8 +52,8 @@ def conversation_url(stores):
         yield url
 
 
-@pytest.fixture
-def deployed(nginx, redis_url, stores, conversation_url, tmp_path, token):
+@pytest.fixture(scope="module")
+def instances(redis_url, stores, conversation_url, tmp_path_factory):
     environ = base_environ(
         stores[0],
         REDIS_URL=redis_url,
@@ -64,7 +66,16 @@ def deployed(nginx, redis_url, stores, conversation_url, tmp_path, token):
         GRACEFUL_TIMEOUT=str(GRACEFUL_SECONDS),
         WEB_CONCURRENCY="1",  # one worker: an instance is one process to find and to kill
     )
-    with cluster(nginx, tmp_path, environ, conversation_url, token) as running:
+    pool = Instances(environ, tmp_path_factory.mktemp("instances"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def deployed(nginx, instances, conversation_url, redis_url, tmp_path, token):
+    with cluster(nginx, tmp_path, instances, conversation_url, token) as running:
         sessions: list[str] = []
         running.new_session = _remembering(running.new_session, sessions)
         try:
