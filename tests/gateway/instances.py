@@ -88,6 +88,7 @@ class Cluster:
     access_log: Path  # nginx's JSON access log (the template's `gateway` format)
     token: Callable[..., str]
     sockets: list[Socket] = field(default_factory=list)
+    session_ids: list[str] = field(default_factory=list)  # what the test created (Redis keys to forget)
 
     def rest(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token()}"}
@@ -100,7 +101,8 @@ class Cluster:
         return response.json()["data"]
 
     def new_session(self) -> str:
-        return self.data("POST", "/api/chat/session", json={})["session_id"]
+        self.session_ids.append(self.data("POST", "/api/chat/session", json={})["session_id"])
+        return self.session_ids[-1]
 
     def connect(self, session_id: str) -> Socket:
         """A socket through the gateway, subscribed on whichever instance nginx picked (a ping answered);

@@ -76,21 +76,11 @@ def instances(redis_url, stores, conversation_url, tmp_path_factory):
 @pytest.fixture
 def deployed(nginx, instances, conversation_url, redis_url, tmp_path, token):
     with cluster(nginx, tmp_path, instances, conversation_url, token) as running:
-        sessions: list[str] = []
-        running.new_session = _remembering(running.new_session, sessions)
         try:
             yield running
         finally:
-            for sid in sessions:
+            for sid in running.session_ids:
                 forget_session_keys(redis_url, sid)
-
-
-def _remembering(new_session, sessions: list[str]):
-    def create() -> str:
-        sessions.append(new_session())
-        return sessions[-1]
-
-    return create
 
 
 def words(count: int) -> str:
