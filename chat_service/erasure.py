@@ -21,14 +21,11 @@ serving process runs it, retries it while Dify or conversation_service fail, and
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import click
 import requests
@@ -46,6 +43,7 @@ from shared import outbox, rate_limits
 from shared.auth import require_service
 from shared.decorators import body, response
 from shared.errors import BadRequest, NotFound
+from shared.tombstones import user_hash
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +61,6 @@ bp.before_request(require_service)
 
 class ErasureIncomplete(Exception):
     """Something could not be removed yet (Dify or conversation_service failed): run it again."""
-
-
-def user_hash(user_id: str, config: Mapping[str, Any] | None = None) -> str:
-    """HMAC-SHA256 of the user id under ERASURE_HASH_KEY (else JWT_SECRET), hex: the same value as
-    conversation_service.erasure.user_hash, for the reasons given there."""
-    config = current_app.config if config is None else config
-    key = config.get("ERASURE_HASH_KEY") or config.get("JWT_SECRET")
-    if not key:
-        raise RuntimeError("set ERASURE_HASH_KEY (or JWT_SECRET): the user id hash needs a key")
-    return hmac.new(key.encode(), b"erasure:" + user_id.encode(), hashlib.sha256).hexdigest()
 
 
 # -- the batch primitives (purge may use them too) ---------------------------------------------------------
@@ -214,7 +202,7 @@ def erase_user(user_id: str, provider=None) -> dict:
             break
     else:
         raise ErasureIncomplete("the user kept writing while being erased")
-    forget_rate_limits(user_id)
+    rate_limits.current().forget(user_id)
     _adder(key, Counter(), finish=True)({})
     db.session.commit()
     db.session.remove()
@@ -306,23 +294,6 @@ def _erase_records(user_id: str, provider, add, gone: set[str], refused_before: 
             db.session.commit()
             db.session.remove()
         dify_deleted = [d for d in pending if d in gone]
-
-
-def forget_rate_limits(user_id: str) -> None:
-    """Clear the user's shared (Redis) rate-limit counts of every rule on, through the limits library's
-    public API and the key prefix shared.rate_limits gives its storage (a test fails if the two part).
-    The in-process counts (no REDIS_URL) fade with their window."""
-    config = current_app.config
-    rules = rate_limits.current().rules
-    if not config.get("REDIS_URL") or not rules:
-        return
-    from limits.storage import storage_from_string
-    from limits.strategies import SlidingWindowCounterRateLimiter
-
-    prefix = f"{config.get('LIMITS_KEY_PREFIX', 'limits')}:{config.get('SERVICE_NAME', 'service')}"
-    limiter = SlidingWindowCounterRateLimiter(storage_from_string(config["REDIS_URL"], key_prefix=prefix))
-    for name, rule in rules.items():
-        limiter.clear(rule, name, user_id)
 
 
 def tombstone(key: str) -> dict | None:

@@ -16,13 +16,10 @@ when the latest erasure was asked and finished, and the rows removed in total (t
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -35,6 +32,7 @@ from conversation_service.models import OUTBOX, AiConversation, ConversationEras
 from shared import rate_limits
 from shared.auth import require_service
 from shared.decorators import body, response
+from shared.tombstones import user_hash
 
 # What a user id may be (shared.auth accepts no other `sub`).
 USER_ID = r"[A-Za-z0-9_.@:-]{1,64}"
@@ -43,21 +41,6 @@ CALL_BUDGET_SECONDS = 2.0
 
 bp = Blueprint("erasure", __name__, url_prefix="/internal/ai/conversation/erasures")
 bp.before_request(require_service)
-
-
-def user_hash(user_id: str, config: Mapping[str, Any] | None = None) -> str:
-    """The tombstone's key: HMAC-SHA256 of the user id under ERASURE_HASH_KEY (else JWT_SECRET), hex.
-
-    Keyed, so nobody holding the database alone can confirm a guessed id (user ids are short numbers:
-    a plain sha256 is reversed by trying them all); recomputable by an operator holding the key, to prove
-    that a given id was erased. The "erasure:" prefix keeps it apart from any JWT signature under the same
-    secret (a JWS signing input never holds a colon). chat_service computes the same value.
-    """
-    config = current_app.config if config is None else config
-    key = config.get("ERASURE_HASH_KEY") or config.get("JWT_SECRET")
-    if not key:
-        raise RuntimeError("set ERASURE_HASH_KEY (or JWT_SECRET): the user id hash needs a key")
-    return hmac.new(key.encode(), b"erasure:" + user_id.encode(), hashlib.sha256).hexdigest()
 
 
 # -- the steps --------------------------------------------------------------------------------------------
@@ -147,7 +130,7 @@ def step(user_id: str, dify_deleted: Iterable[str] = (), *, without_dify: bool =
     if done:
         _add_counts(user_hash(user_id), {}, finish=True)
         db.session.commit()
-        forget_rate_limits(user_id)
+        rate_limits.current().forget(user_id)
     state = tombstone(user_hash(user_id))
     db.session.remove()
     removed_now = {name: n for name, n in removed.items() if n}
@@ -163,23 +146,6 @@ def tombstone(key: str) -> dict:
         "finished_time": epoch_ms(row.finished_at) if row.finished_at else None,
         "counts": json.loads(row.counts or "{}"),
     }
-
-
-def forget_rate_limits(user_id: str) -> None:
-    """Clear the user's shared (Redis) rate-limit counts of every rule on, through the limits library's
-    public API and the key prefix shared.rate_limits gives its storage (a test fails if the two part).
-    The in-process counts (no REDIS_URL) fade with their window."""
-    config = current_app.config
-    rules = rate_limits.current().rules
-    if not config.get("REDIS_URL") or not rules:
-        return
-    from limits.storage import storage_from_string
-    from limits.strategies import SlidingWindowCounterRateLimiter
-
-    prefix = f"{config.get('LIMITS_KEY_PREFIX', 'limits')}:{config.get('SERVICE_NAME', 'service')}"
-    limiter = SlidingWindowCounterRateLimiter(storage_from_string(config["REDIS_URL"], key_prefix=prefix))
-    for name, rule in rules.items():
-        limiter.clear(rule, name, user_id)
 
 
 # -- the route and the command ----------------------------------------------------------------------------

@@ -89,6 +89,8 @@ class SharedConfig:
             s.problem(problem)
         # How long a browser may reuse a preflight's answer.
         self.CORS_MAX_AGE_SECONDS = s.integer("CORS_MAX_AGE_SECONDS", 600, minimum=0)
+        # The key of erasure tombstones' user hash (shared.tombstones); empty: JWT_SECRET.
+        self.ERASURE_HASH_KEY = s.text("ERASURE_HASH_KEY")
         # A deleted session or record can be restored this long; `purge` hard-deletes it after.
         self.RESTORE_WINDOW_DAYS = s.number("RESTORE_WINDOW_DAYS", 30, minimum=0)
         # Purge: rows per batch (each batch its own short transaction), and how often a serving process

@@ -127,6 +127,13 @@ class RateLimits:
             # Over the rule: fill the window, so it stays refused until it slides on.
             self._run(lambda limiter: limiter.hit(rule, name, user_id, cost=self._left(rule, name, user_id)))
 
+    def forget(self, user_id: str) -> None:
+        """Clear every count of the user (an erased account starts afresh), shared and in-process."""
+        for name, rule in self.rules.items():
+            self._local.clear(rule, name, user_id)
+            if self._shared is not None:
+                self._shared.clear(rule, name, user_id)
+
     def check(self, name: str, user_id: str) -> None:
         """429 when the user has nothing left of `name` (counting nothing)."""
         rule = self.rules.get(name)

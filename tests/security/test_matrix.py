@@ -129,6 +129,16 @@ INTERNAL = [
         "/internal/chat/sessions/{sid}/sync",
         {"title": "x", "titleVersion": 9_999_999_999_999, "deleted": True},
     ),
+    # An operator's erasure of a user (service token only, no X-User-Id: the body names the user).
+    Route("chat", "POST", "/internal/chat/erasures", "/internal/chat/erasures", {"user_id": "{user}"}),
+    Route("chat", "GET", "/internal/chat/erasures/<user_hash>", "/internal/chat/erasures/" + "0" * 64),
+    Route(
+        "conv",
+        "POST",
+        "/internal/ai/conversation/erasures",
+        "/internal/ai/conversation/erasures",
+        {"user_id": "{user}"},
+    ),
 ]
 
 
