@@ -139,10 +139,11 @@ def age_session(app, session_id: str, days: float) -> datetime:
 def age_message(app, message_id: int, days: float) -> None:
     with app.app_context():
         try:
+            message = chat_db.session.get(ChatMessage, message_id)
             chat_db.session.execute(
                 sa.update(ChatMessage)
                 .where(ChatMessage.message_id == message_id)
-                .values(deleted_at=ChatMessage.deleted_at - timedelta(days=days))
+                .values(deleted_at=message.deleted_at - timedelta(days=days))
             )
             chat_db.session.commit()
         finally:
