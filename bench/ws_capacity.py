@@ -1,7 +1,7 @@
 """WebSocket capacity: REST latency of one chat_service worker with N idle sockets open, and memory
 per socket, under a chosen gunicorn worker class.
 
-    python bench/ws_capacity.py --worker-class gevent --sockets 1000
+    python bench/ws_capacity.py --worker-class gevent --sockets 10000
     python bench/ws_capacity.py --worker-class gthread --sockets 100
 """
 
@@ -25,6 +25,7 @@ from flask_migrate import upgrade
 
 from chat_service import create_app
 from shared.auth import mint_token
+from shared.open_files import raise_open_files_limit
 from tests.processes import gunicorn_process
 
 TARGET_KIB = 60
@@ -114,6 +115,10 @@ def main() -> None:
             "JWT_SECRET": SECRET,
             "LOG_LEVEL": "WARNING",
             "WS_PING_INTERVAL": "600",
+            # Capacity, not the per-user bound: every socket here is the one bench user's.
+            "LIMIT_SOCKETS": "0",
+            "RATE_LIMITS": "false",
+            "OUTBOX_WORKER": "false",  # no conversation_service to mirror to
         }
         app = create_app(environ)
         with app.app_context():
@@ -123,8 +128,10 @@ def main() -> None:
         config += (
             ["--threads", str(args.threads)]
             if args.worker_class == "gthread"
-            else ["--worker-connections", "4096"]
+            else ["--worker-connections", str(args.sockets + 1000)]
         )
+        # This process holds the client end of every socket: its own open-files limit must allow them.
+        raise_open_files_limit(args.sockets + 1000)
         with gunicorn_process("chat_service:create_app()", environ, worker=config) as server:
             url = server.url
             port = int(url.rsplit(":", 1)[1])

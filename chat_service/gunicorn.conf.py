@@ -19,11 +19,16 @@ if worker_class == "gevent":
 
 # gunicorn hooks for multiprocess metrics; nothing here may import prometheus_client (see there).
 from shared.gunicorn_metrics import child_exit, multiprocess_dir_for, on_exit, on_starting  # noqa: E402, F401
+from shared.open_files import raise_open_files_limit  # noqa: E402
 
 bind = os.environ.get("BIND", "0.0.0.0:5001")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2" if os.environ.get("REDIS_URL") else "1"))
 multiprocess_dir_for(workers, "chat_service")  # several workers: /metrics adds them all up
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "2000"))
+# Open connections per gevent worker, idle sockets included (bench/ws_capacity.py holds 10,000 on one).
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+# Each connection is a file descriptor: raise this process's soft limit (the workers inherit it) to what
+# the workers may hold, up to the hard limit; a lower hard limit is the operator's (docs/operations.md).
+raise_open_files_limit(workers * worker_connections + 256)
 threads = int(os.environ.get("THREADS", "8"))  # gthread only
 # gevent bounds reading each request's line and headers by it (a trickler is closed), and idle
 # keep-alive connections close after it (bench/slow_connections.py, docs/operations.md).
