@@ -41,12 +41,16 @@ def upgrade():
 
 def downgrade():
     bind = op.get_bind()
-    for table, (_key, _source, _rowid) in TABLES.items():
+    for table in TABLES:
         for statement in drop_index(bind.dialect.name, table):
             op.execute(statement)
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("search_text")
-            batch.drop_column("search_tokens")
+        for column in ("search_text", "search_tokens"):
+            # SQLite drops a column in place (3.35+): a batch copy would drop and recreate the table,
+            # which its foreign keys refuse while rows refer to it.
+            if bind.dialect.name == "sqlite":
+                op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+            else:
+                op.drop_column(table, column)
 
 
 def backfill(bind, table: str, key: str, source: str) -> None:
@@ -80,7 +84,10 @@ def create_index(dialect: str, table: str, rowid: str) -> list[str]:
             f"CREATE INDEX ix_{name} ON {table} USING gin (search_vector)",
         ]
     if dialect in ("mysql", "mariadb"):
-        return [f"ALTER TABLE {table} ADD FULLTEXT INDEX ix_{name} (search_tokens)"]
+        # COPY rebuilds the table: once a FULLTEXT index was dropped, InnoDB keeps its hidden FTS_DOC_ID
+        # column, and an index added again in place finds none of the rows already there (MariaDB 10.11,
+        # seen after a downgrade and upgrade). The first FULLTEXT index rebuilds the table anyway.
+        return [f"ALTER TABLE {table} ADD FULLTEXT INDEX ix_{name} (search_tokens), ALGORITHM=COPY"]
     delete = (
         f"INSERT INTO {name} ({name}, rowid, search_tokens)"
         f" VALUES ('delete', old.{rowid}, old.search_tokens);"
