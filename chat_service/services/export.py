@@ -76,6 +76,14 @@ def line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+def pause() -> None:
+    """Let the worker's other requests run between pages. Under gevent a page read from SQLite (or
+    the database's cache) and encoded never waits on a socket, so a long export would otherwise hold
+    the worker's loop (and its heartbeat: gunicorn kills a worker silent for its timeout, cutting the
+    stream; bench/export.py on SQLite)."""
+    time.sleep(0)  # gevent's patched sleep yields to the other greenlets; elsewhere a no-op
+
+
 # --- reading ----------------------------------------------------------------------------------------
 
 
@@ -121,6 +129,7 @@ def message_pages(session_id: str) -> Iterator[list[sa.Row]]:
             .limit(MESSAGE_PAGE)
         ).all()
         db.session.remove()
+        pause()
         if not rows:
             return
         yield rows

@@ -302,3 +302,48 @@ def test_unknown_deleted_and_malformed_sessions(linked):
     envelope(linked.chat.get(f"/api/chat/sessions/{ids['deleted']}/export"), 404, 7001)
     envelope(linked.chat.get("/api/chat/sessions/not-a-uuid/export"), 400)
     envelope(linked.chat.get(f"/api/chat/sessions/{ids['first']}/export", user=None), 401)
+
+
+# --- conversation_service's internal routes for the export and import -----------------------------
+
+
+def service_headers(conv: ApiClient, user: str | None = ALICE) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {conv.token('chat_service', service=True)}"}
+    if user is not None:
+        headers["X-User-Id"] = user
+    return headers
+
+
+def test_chat_records_answers_only_the_named_users_records_in_one_call(linked):
+    ids = sample(linked)
+    deliver(linked.app, ids["bobs"])
+    asked = [ids["first"], ids["second"], ids["bobs"], "00000000-0000-4000-8000-000000000000"]
+    path = "/internal/ai/conversation/chat-records"
+    data = envelope(
+        linked.conv.post(path, json={"chatSessionIds": asked}, headers=service_headers(linked.conv)), 200
+    )
+    by_session = {record["chatSessionId"]: record for record in data["records"]}
+    assert set(by_session) == {ids["first"], ids["second"]}
+    assert by_session[ids["first"]]["isPinned"] == 1 and by_session[ids["second"]]["isPinned"] == 0
+    envelope(linked.conv.post(path, json={"chatSessionIds": asked}), 403)  # a user token
+    envelope(linked.conv.post(path, json={"chatSessionIds": asked}, user=None), 401)
+    for bad in ({"chatSessionIds": ["nope"]}, {"chatSessionIds": [ids["first"]] * 1001}, {"ids": []}):
+        envelope(linked.conv.post(path, json=bad, headers=service_headers(linked.conv)), 400, 1001)
+
+
+def test_the_import_route_creates_the_record_pinned_and_is_idempotent(linked):
+    sid = "6a3c1f55-0d7e-4c1a-9e0b-4f8f0c6f2d11"
+    path = f"/internal/ai/conversation/chat/{sid}/import"
+    body = {"title": "导入", "titleVersion": 1, "createdTime": 1_700_000_000_000, "isPinned": 1}
+    first = envelope(linked.conv.put(path, json=body, headers=service_headers(linked.conv)), 200)
+    again = envelope(linked.conv.put(path, json=body, headers=service_headers(linked.conv)), 200)
+    assert (first["id"], first["isPinned"], first["title"]) == (again["id"], 1, "导入")
+    assert first["createdTime"].startswith("2023-11-14T")
+    envelope(linked.conv.put(path, json=body, headers=service_headers(linked.conv, BOB)), 403)
+    envelope(linked.conv.put(path, json=body), 403)
+    envelope(
+        linked.conv.put(path, json={**body, "isPinned": True}, headers=service_headers(linked.conv)),
+        400,
+        1001,
+    )
+    envelope(linked.conv.put(path.replace(sid, "nope"), json=body, headers=service_headers(linked.conv)), 400)
