@@ -339,3 +339,14 @@ def index_match(
     fts = sa.table(f"{table.name}_search", sa.column("rowid"))
     hits = sa.select(fts.c.rowid).where(sa.literal_column(fts.name).op("MATCH")(" AND ".join(tokens)))
     return rowid.in_(hits)
+
+
+def token_test(dialect: str, rows: sa.FromClause, tokens: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """The same condition as `index_match`, tested on each row of `rows` without the index (for a
+    bounded set of rows): `search_vector @@ query` on PostgreSQL, each token as a space-delimited
+    word of `search_tokens` elsewhere."""
+    if dialect == "postgresql":
+        query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), " & ".join(tokens))
+        return rows.c.search_vector.op("@@")(query)
+    padded = sa.literal(" ") + rows.c.search_tokens + sa.literal(" ")
+    return sa.and_(*(padded.contains(f" {token} ") for token in tokens))

@@ -7,11 +7,19 @@ import sqlalchemy as sa
 
 from chat_service.extensions import db
 from chat_service.models import ChatMessage
+from chat_service.services import search as search_service
 from tests.api_client import envelope
 from tests.chat.helpers import new_message, new_session
 from tests.conftest import ALICE, BOB
 
 UNKNOWN_SESSION = "123e4567-e89b-12d3-a456-426614174000"
+
+
+@pytest.fixture(autouse=True, params=[search_service.RECENT, 2], ids=["recent-rows", "through-the-index"])
+def recent_rows(request, monkeypatch):
+    """Every test twice: with the few messages here all among the recent rows tested one by one, and
+    with only the newest two tested so, the rest found through the index (as in a long history)."""
+    monkeypatch.setattr(search_service, "RECENT", request.param)
 
 
 def search(chat, q, status=200, code=None, user=ALICE, **query) -> dict:
