@@ -53,6 +53,8 @@ class Config(SharedConfig):
         self.PROVIDER_RETRY_TRIES = s.integer("PROVIDER_RETRY_TRIES", 3, minimum=1)
         self.PROVIDER_RETRY_BASE_SECONDS = s.number("PROVIDER_RETRY_BASE_SECONDS", 0.5, minimum=0)
         self.PROVIDER_RETRY_CAP_SECONDS = s.number("PROVIDER_RETRY_CAP_SECONDS", 8, minimum=0)
+        # The largest body POST /api/chat/import takes (an export can be far larger than MAX_CONTENT_LENGTH).
+        self.IMPORT_MAX_BYTES = s.integer("IMPORT_MAX_BYTES", 256 * 1024 * 1024, minimum=1)
         # The reference chat page at /chat (chat_service.page).
         self.CHAT_PAGE = s.flag("CHAT_PAGE", True)
         # Development only: the page may mint a token for any user id it is given (never in production).

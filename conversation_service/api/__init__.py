@@ -33,4 +33,4 @@ bp.before_request(limit_requests)
 internal_bp = Blueprint("internal", __name__, url_prefix="/internal/ai/conversation")
 internal_bp.before_request(require_service_for_user)
 
-from conversation_service.api import conversations, internal  # noqa: E402, F401 - routes register on bps
+from conversation_service.api import conversations, internal, internal_export  # noqa: E402, F401 - routes register on bps

@@ -79,10 +79,14 @@ def gateway_locations() -> set[tuple[str, str, str]]:
     """(Exact | Prefix, path, upstream) of every location of the gateway that proxies to a service."""
     template = GATEWAY_TEMPLATE.read_text()
     found = set()
-    for exact, path, body in re.findall(r"location\s+(=\s+)?(/[^\s{]*)\s*\{([^}]*)\}", template):
-        upstream = re.search(r"proxy_pass\s+http://(\w+)\s*;", body)
+    for match in re.finditer(r"location\s+(=\s+)?(/[^\s{]*)\s*\{", template):
+        depth, end = 1, match.end()
+        while depth:  # the block's own braces: its `if (...) { ... }` blocks nest inside
+            depth += {"{": 1, "}": -1}.get(template[end], 0)
+            end += 1
+        upstream = re.search(r"proxy_pass\s+http://(\w+)\s*;", template[match.end() : end])
         if upstream:
-            found.add(("Exact" if exact else "Prefix", path, upstream.group(1)))
+            found.add(("Exact" if match.group(1) else "Prefix", match.group(2), upstream.group(1)))
     return found
 
 

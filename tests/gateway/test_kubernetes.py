@@ -406,8 +406,10 @@ def test_the_ingress_backends_exist_and_only_sockets_get_long_timeouts():
     for ingress in find(objects, "Ingress"):
         annotations = ingress["metadata"]["annotations"]
         assert ingress["spec"]["ingressClassName"] == "nginx"
-        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "1m"
         paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+        # MAX_CONTENT_LENGTH (1 MiB) everywhere, but an import's IMPORT_MAX_BYTES (256 MiB).
+        body = "256m" if {path["path"] for path in paths} == {"/api/chat/import"} else "1m"
+        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == body, ingress["metadata"]
         for path in paths:
             backend = path["backend"]["service"]
             assert backend["port"]["name"] in services[backend["name"]], path

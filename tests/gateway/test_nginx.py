@@ -189,6 +189,16 @@ def test_a_body_over_one_mib_is_refused_at_the_gateway(gateway, token):
     assert_gateway_error(response, 413)
 
 
+def test_an_import_may_be_larger_than_one_mib_through_the_gateway(gateway, token):
+    """POST /api/chat/import takes up to IMPORT_MAX_BYTES: the gateway passes a 2 MiB export on whole,
+    and chat_service itself judges it (here a 1001 for its first line, not the gateway's 413)."""
+    body = b'{"type": "export"}\n' + b" " * (2 * 1024 * 1024)
+    response = call(gateway, token, "POST", "/api/chat/import", data=body,
+                    headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    assert response.status_code != 413, response.text[:300]
+    assert response.json()["code"] == 1001
+
+
 def test_an_unreachable_service_is_a_502_envelope(nginx, services, tmp_path, token):
     upstreams = services | {"CONVERSATION_UPSTREAM": f"127.0.0.1:{free_port()}"}
     with run_gateway(nginx, tmp_path, upstreams) as gateway:

@@ -36,6 +36,12 @@ class Route:
 
 
 ROUTES = [
+    Route(
+        "chat",
+        "GET",
+        "/api/chat/sessions/<session_id>/export",
+        "/api/chat/sessions/{sid}/export?format=ndjson",
+    ),
     Route("chat", "POST", "/api/chat/session", "/api/chat/session", {"user_id": "{user}"}),
     Route("chat", "GET", "/api/chat/sessions/<session_id>", "/api/chat/sessions/{sid}"),
     Route("chat", "POST", "/api/chat/sessions", "/api/chat/sessions", {"user_id": "{user}"}),
@@ -99,6 +105,17 @@ OWN_ONLY = [
     Route("conv", "POST", "/api/ai/conversation", "/api/ai/conversation", {"title": "x"}),
     Route("conv", "GET", "/api/ai/conversation/list", "/api/ai/conversation/list"),
     Route("conv", "GET", "/api/ai/conversation/page", "/api/ai/conversation/page"),
+    Route("chat", "GET", "/api/chat/export", "/api/chat/export"),
+    # An empty export of the caller's: what it may import is its own account's, whatever it names.
+    Route(
+        "chat",
+        "POST",
+        "/api/chat/import",
+        "/api/chat/import",
+        '{"type": "export", "format": "chat_service.export", "version": 1,'
+        ' "exported_at": "2025-01-01T00:00:00Z", "user_id": "{user}"}\n'
+        '{"type": "end", "sessions": 0, "messages": 0, "records_unavailable": 0}\n',
+    ),
 ]
 # For services only (a service token naming the user): a user token is 403, none 401.
 INTERNAL = [
@@ -128,6 +145,21 @@ INTERNAL = [
         "/internal/chat/sessions/<session_id>/sync",
         "/internal/chat/sessions/{sid}/sync",
         {"title": "x", "titleVersion": 9_999_999_999_999, "deleted": True},
+    ),
+    # Export and import: the records of a user's sessions, and an imported session's record.
+    Route(
+        "conv",
+        "POST",
+        "/internal/ai/conversation/chat-records",
+        "/internal/ai/conversation/chat-records",
+        {"chatSessionIds": ["{sid}"]},
+    ),
+    Route(
+        "conv",
+        "PUT",
+        "/internal/ai/conversation/chat/<chat_session_id>/import",
+        "/internal/ai/conversation/chat/{sid}/import",
+        {"title": "x", "isPinned": 1},
     ),
     # An operator's erasure of a user (service token only, no X-User-Id: the body names the user).
     Route("chat", "POST", "/internal/chat/erasures", "/internal/chat/erasures", {"user_id": "{user}"}),
@@ -181,6 +213,9 @@ def _fill(value, ids: dict):
 
 def _call(clients: dict, route: Route, ids: dict, **kwargs):
     client = clients[route.service]
+    if isinstance(route.body, str):  # a body that is not one JSON document (an NDJSON import)
+        data = route.body.replace("{user}", ids["user"])  # JSON's own braces stay
+        return client.call(route.method, _fill(route.path, ids), data=data, **kwargs)
     return client.call(route.method, _fill(route.path, ids), json=_fill(route.body, ids), **kwargs)
 
 
