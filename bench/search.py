@@ -289,8 +289,9 @@ def run_backend(url: str, args) -> dict[str, float]:
             recorder.on = True
             call()
             recorder.on = False
-            statement, parameters = next(s for s in recorder.statements if "FROM chat_messages" in s[0])
-            plans.append((label, q, statement, explain(engine, statement, parameters)))
+            for statement, parameters in recorder.statements:  # the recent rows, then the index if asked
+                if "FROM chat_messages" in statement:
+                    plans.append((label, q, statement, explain(engine, statement, parameters)))
         print(f"\n-- {backend}: EXPLAIN of the message query --")
         for label, q, statement, lines in plans:
             print(f"\n[{label}] q={q!r}\n  " + " ".join(statement.split()))
