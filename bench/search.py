@@ -48,7 +48,9 @@ QUERIES = [
     ("mixed Chinese/English", "项目 plan"),
     ("4-char CJK run (bigrams + check)", "项目管理"),
     ("rare word", "kubernetes"),
+    ("needle (20 in 1M: the index)", "翡翠"),
 ]
+NEEDLE_EVERY = 50_000  # one message in this many mentions 翡翠 (jade): a term only the index finds fast
 
 # Words of everyday work chat, drawn with a Zipf-like skew: some are in many messages, most in few.
 CHINESE = (  # noqa: SIM905 - words in a sentence read better than a list of strings
@@ -133,7 +135,7 @@ def fill(engine: sa.Engine, messages: int, others: int, per_session: int) -> Non
             other = others and i % max(1, total // others) == 0 and i // max(1, total // others) < others
             owner = theirs if other else mine
             sid = owner[(i // per_session) % len(owner)]
-            text = message_text(rng)
+            text = message_text(rng) + (" 翡翠" if i % NEEDLE_EVERY == NEEDLE_EVERY // 2 else "")
             moment = start_time + timedelta(milliseconds=i)
             yield (
                 sid,

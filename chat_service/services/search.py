@@ -173,6 +173,10 @@ def _message_stages(
         .where(*live)
         .order_by(messages.c.message_id.desc())
         .limit(RECENT)
+        # Messages first, walked newest first by their key: MariaDB otherwise starts from the user's
+        # sessions and sorts all their messages (5 s on 1,000,000) to keep the newest RECENT.
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
+        .prefix_with("STRAIGHT_JOIN", dialect="mariadb")
         .subquery("recent")
     )
     newest_first = recent.c.message_id.desc()
