@@ -94,19 +94,33 @@ class _Batches:
         return done
 
 
-def _delete_session_messages(cutoff: datetime, size: int) -> int:
-    """One batch of messages of expired sessions: the sessions locked first (a restore waits, or wins
-    and the delete finds them live), then their messages by primary key."""
-    sessions = list(
+def _lock_expired(session_ids: list[str], cutoff: datetime) -> list[str]:
+    """Those of `session_ids` still deleted and expired, locked by primary key. The candidates are found
+    by a plain read first: a locking range scan would lock (on MariaDB) every row it passes, live
+    sessions included, for the whole batch."""
+    if not session_ids:
+        return []
+    return list(
         db.session.scalars(
             sa.select(ChatSession.session_id)
-            .where(_expired_sessions(cutoff))
-            .where(sa.exists().where(ChatMessage.session_id == ChatSession.session_id))
-            .order_by(ChatSession.deleted_at)
-            .limit(size)
+            .where(ChatSession.session_id.in_(session_ids), _expired_sessions(cutoff))
+            .order_by(ChatSession.session_id)
             .with_for_update()
         )
     )
+
+
+def _delete_session_messages(cutoff: datetime, size: int) -> int:
+    """One batch of messages of expired sessions: the sessions locked first (a restore waits, or wins
+    and the delete finds them live), then their messages by primary key."""
+    candidates = db.session.scalars(
+        sa.select(ChatSession.session_id)
+        .where(_expired_sessions(cutoff))
+        .where(sa.exists().where(ChatMessage.session_id == ChatSession.session_id))
+        .order_by(ChatSession.deleted_at)
+        .limit(size)
+    )
+    sessions = _lock_expired(list(candidates), cutoff)
     if not sessions:
         return 0
     ids = list(
@@ -145,21 +159,22 @@ def _delete_messages(ids: list[int], *also: sa.ColumnElement[bool]) -> int:
     ).rowcount
 
 
-def _queue_sessions(cutoff: datetime, size: int, after: str) -> list[str]:
-    """One batch of expired, empty sessions (ids above `after`), locked, each queued for its cascade."""
-    ids = list(
+def _queue_sessions(cutoff: datetime, size: int, after: str) -> tuple[list[str], list[str]]:
+    """One batch of expired, empty sessions (ids above `after`), locked, each queued for its cascade:
+    the ids looked at (to go on after them) and those queued."""
+    candidates = list(
         db.session.scalars(
             sa.select(ChatSession.session_id)
             .where(_expired_sessions(cutoff), ChatSession.session_id > after)
             .where(~sa.exists().where(ChatMessage.session_id == ChatSession.session_id))
             .order_by(ChatSession.session_id)
             .limit(size)
-            .with_for_update()
         )
     )
-    for session_id in ids:
+    locked = _lock_expired(candidates, cutoff)
+    for session_id in locked:
         outbox.enqueue(db.session, OUTBOX, TOPIC, session_id)
-    return ids
+    return candidates, locked
 
 
 def purge(*, now: datetime | None = None, batch_size: int | None = None, deliver: bool = True) -> PurgeCounts:
@@ -172,9 +187,9 @@ def purge(*, now: datetime | None = None, batch_size: int | None = None, deliver
     while done := batches.run(_delete_expired_messages, cutoff, batches.size):
         counts.messages += done
     queued, last = [], ""
-    while ids := batches.run(_queue_sessions, cutoff, batches.size, last):
-        queued += ids
-        last = ids[-1]
+    while (batch := batches.run(_queue_sessions, cutoff, batches.size, last))[0]:
+        queued += batch[1]
+        last = batch[0][-1]
     counts.sessions_queued = len(queued)
     if deliver and queued:
         _deliver_now()
