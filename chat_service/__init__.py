@@ -17,6 +17,7 @@ import shared.docs
 import shared.health
 import shared.metrics
 import shared.rate_limits
+import shared.search_text
 from chat_service.config import Config
 from chat_service.extensions import db, migrate, sock
 from shared.http import ServiceClient
@@ -48,7 +49,14 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool | None
     shared.docs.init_app(app)
     db.init_app(app)
     shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
-    migrate.init_app(app, db, directory=str(MIGRATIONS), version_table=VERSION_TABLE)
+    # The search index's per-backend objects (FTS5 tables, a generated tsvector) are the migrations' own.
+    migrate.init_app(
+        app,
+        db,
+        directory=str(MIGRATIONS),
+        version_table=VERSION_TABLE,
+        include_object=shared.search_text.include_object,
+    )
     sock.init_app(app)
 
     from chat_service import live

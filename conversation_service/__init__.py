@@ -17,6 +17,7 @@ import shared.docs
 import shared.health
 import shared.metrics
 import shared.rate_limits
+import shared.search_text
 from conversation_service.config import Config
 from conversation_service.extensions import db, migrate
 from conversation_service.snowflake import Snowflake
@@ -41,7 +42,14 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool | None
     shared.docs.init_app(app)
     db.init_app(app)
     shared.db.init_app(app, db)  # after db.init_app: its teardown must run first
-    migrate.init_app(app, db, directory=str(MIGRATIONS), version_table=VERSION_TABLE)
+    # The search index's per-backend objects (FTS5 tables, a generated tsvector) are the migrations' own.
+    migrate.init_app(
+        app,
+        db,
+        directory=str(MIGRATIONS),
+        version_table=VERSION_TABLE,
+        include_object=shared.search_text.include_object,
+    )
     shared.health.init_app(app, db)
     shared.metrics.init_app(app)
     shared.rate_limits.init_app(

@@ -278,7 +278,7 @@ def keep_tokens(model: type, source: str, *, normalized: str | None = None) -> N
         if not (state.is_update or state.is_insert) or state.bind_mapper is not mapper:
             return None
         statement, params = state.statement, state.parameters
-        values = {getattr(key, "key", key): value for key, value in statement._values.items()}
+        values = {getattr(key, "key", key): value for key, value in (statement._values or {}).items()}
         if source in values:
             value = values[source]
             if not isinstance(value, sa.BindParameter) or not isinstance(value.value, str | None):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from conversation_service import search
 from conversation_service.extensions import db
 from conversation_service.models import (
     DEFAULT_TITLE,
@@ -164,7 +165,7 @@ def page(
     """A page of the user's live records (pinned first, then `sort_by` in `sort_order`) and their total."""
     where = [_live(user_id)]
     if keyword:
-        where.append(AiConversation.title.icontains(keyword, autoescape=True))
+        where.append(search.title_matches(keyword))
     total = db.session.scalar(sa.select(sa.func.count()).select_from(AiConversation).where(*where)) or 0
     # The far half of the pages is read from the other end of the same (total) order: the same rows,
     # with an OFFSET of at most total/2 instead of up to total.
@@ -213,7 +214,7 @@ def scroll(
     if after:
         where.append(_after(after))
     if keyword:
-        where.append(AiConversation.title.icontains(keyword, autoescape=True))
+        where.append(search.title_matches(keyword))
     query = (
         sa.select(AiConversation)
         .where(*where)

@@ -36,6 +36,7 @@ class Route:
 
 
 ROUTES = [
+    Route("chat", "GET", "/api/chat/search", "/api/chat/search?q=secret-of-alice-7f3a&session_id={sid}"),
     Route(
         "chat",
         "GET",
@@ -106,6 +107,7 @@ OWN_ONLY = [
     Route("conv", "GET", "/api/ai/conversation/list", "/api/ai/conversation/list"),
     Route("conv", "GET", "/api/ai/conversation/page", "/api/ai/conversation/page"),
     Route("chat", "GET", "/api/chat/export", "/api/chat/export"),
+    Route("chat", "GET", "/api/chat/search", "/api/chat/search?q=secret-of-alice-7f3a"),
     # An empty export of the caller's: what it may import is its own account's, whatever it names.
     Route(
         "chat",
