@@ -266,7 +266,7 @@ def _erase_records(user_id: str, provider, add, gone: set[str], refused_before: 
     while True:
         try:
             response = client.request(
-                "POST", CONVERSATION_ERASURES, json={"user_id": user_id, "difyDeleted": dify_deleted}
+                "POST", CONVERSATION_ERASURES, json={"userId": user_id, "difyDeleted": dify_deleted}
             )
         except requests.RequestException as error:
             raise ErasureIncomplete(f"conversation_service could not be reached: {error}") from None

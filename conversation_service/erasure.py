@@ -155,7 +155,7 @@ class ErasureBody(Schema):
     class Meta:
         unknown = RAISE
 
-    user_id = fields.String(required=True, validate=validate.Regexp(f"^{USER_ID}$"))
+    user_id = fields.String(required=True, data_key="userId", validate=validate.Regexp(f"^{USER_ID}$"))
     dify_deleted = fields.List(
         fields.String(validate=validate.Length(min=1, max=100)),
         data_key="difyDeleted",

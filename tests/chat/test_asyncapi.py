@@ -38,7 +38,9 @@ ASYNCAPI_SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "asyncapi-
 DOCUMENT_URI = "urn:chat-service:asyncapi"
 CHANNEL = DOCUMENT["channels"]["session"]
 # The providers speak other protocols: dicts with a `type` key there are not our frames.
-NOT_OUR_FRAMES = "chat_service.providers"
+# Dicts with a `type` key that are not socket frames: the providers' wire formats, and the lines of an
+# NDJSON export and import (docs/export.md).
+NOT_OUR_FRAMES = ("chat_service.providers", "chat_service.services.export", "chat_service.services.importing")
 EVENTS = "chat_service.events"  # its `frame` builds every server frame
 
 

@@ -240,15 +240,15 @@ def test_the_progress_route_answers_404_and_400(world):
 def test_conversation_services_route_takes_a_service_token_only(world):
     world.record(title="r", dify=None)
     url = f"{world.conversation_url}/internal/ai/conversation/erasures"
-    assert requests.post(url, json={"user_id": ALICE}, timeout=10).json()["code"] == 401
+    assert requests.post(url, json={"userId": ALICE}, timeout=10).json()["code"] == 401
     own = {"Authorization": f"Bearer {world.conv.token(ALICE)}"}
-    assert requests.post(url, json={"user_id": ALICE}, headers=own, timeout=10).json()["code"] == 403
+    assert requests.post(url, json={"userId": ALICE}, headers=own, timeout=10).json()["code"] == 403
     bad = requests.post(
-        url, json={"user_id": ALICE, "difyDeleted": "x"}, headers=service_headers(), timeout=10
+        url, json={"userId": ALICE, "difyDeleted": "x"}, headers=service_headers(), timeout=10
     )
     assert bad.status_code == 400 and bad.json()["code"] == 1001
 
-    answer = requests.post(url, json={"user_id": ALICE}, headers=service_headers(), timeout=10)
+    answer = requests.post(url, json={"userId": ALICE}, headers=service_headers(), timeout=10)
 
     assert answer.status_code == 200
     data = answer.json()["data"]

@@ -36,6 +36,13 @@ class Route:
 
 
 ROUTES = [
+    Route("chat", "POST", "/api/chat/sessions/<session_id>/restore", "/api/chat/sessions/{sid}/restore"),
+    Route(
+        "conv",
+        "PUT",
+        "/api/ai/conversation/<conversation_id:conversation_id>/restore",
+        "/api/ai/conversation/{cid}/restore",
+    ),
     Route("chat", "GET", "/api/chat/search", "/api/chat/search?q=secret-of-alice-7f3a&session_id={sid}"),
     Route(
         "chat",
@@ -107,6 +114,7 @@ OWN_ONLY = [
     Route("conv", "GET", "/api/ai/conversation/list", "/api/ai/conversation/list"),
     Route("conv", "GET", "/api/ai/conversation/page", "/api/ai/conversation/page"),
     Route("chat", "GET", "/api/chat/export", "/api/chat/export"),
+    Route("chat", "GET", "/api/chat/sessions/deleted", "/api/chat/sessions/deleted"),
     Route("chat", "GET", "/api/chat/search", "/api/chat/search?q=secret-of-alice-7f3a"),
     # An empty export of the caller's: what it may import is its own account's, whatever it names.
     Route(
@@ -163,6 +171,14 @@ INTERNAL = [
         "/internal/ai/conversation/chat/{sid}/import",
         {"title": "x", "isPinned": 1},
     ),
+    # The purge's cascade: a purged session's record goes (a live one is unlinked). After the other {sid}
+    # routes: a successful call would change the record they read.
+    Route(
+        "conv",
+        "DELETE",
+        "/internal/ai/conversation/chat/<chat_session_id>",
+        "/internal/ai/conversation/chat/{sid}",
+    ),
     # An operator's erasure of a user (service token only, no X-User-Id: the body names the user).
     Route("chat", "POST", "/internal/chat/erasures", "/internal/chat/erasures", {"user_id": "{user}"}),
     Route("chat", "GET", "/internal/chat/erasures/<user_hash>", "/internal/chat/erasures/" + "0" * 64),
@@ -171,7 +187,7 @@ INTERNAL = [
         "POST",
         "/internal/ai/conversation/erasures",
         "/internal/ai/conversation/erasures",
-        {"user_id": "{user}"},
+        {"userId": "{user}"},
     ),
 ]
 
