@@ -49,7 +49,8 @@ class ChatSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
-    # When it was deleted (with is_deleted): restorable within RESTORE_WINDOW_DAYS, purged after.
+    # With is_deleted: when it was deleted (restorable within RESTORE_WINDOW_DAYS, purged after); while
+    # live, when it was last restored, if ever. In ms, the mirrored `deletedVersion` of the two views.
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None, index=True)
     # The Dify conversation this session continues, and its record in conversation_service once linked.
     dify_conversation_id: Mapped[str | None] = mapped_column(sa.String(100), default=None)

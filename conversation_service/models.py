@@ -55,7 +55,8 @@ class AiConversation(db.Model):
     updated_time: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     is_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     delete_token: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
-    # When it was deleted (with is_deleted): restorable within RESTORE_WINDOW_DAYS, purged after.
+    # With is_deleted: when it was deleted (restorable within RESTORE_WINDOW_DAYS, purged after); while
+    # live, when it was last restored, if ever. In ms, the mirrored `deletedVersion` of the two views.
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, default=None, index=True)
     # The chat session this record mirrors (null: a standalone record made through the public API), and
     # the versions (ms since the epoch of the change; 0: never set) that order mirrored changes.
