@@ -25,9 +25,7 @@ guarded, and an outbox row is delivered by one worker at a time (its claim).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
 from dataclasses import dataclass, fields
 from datetime import datetime
 
@@ -40,7 +38,7 @@ from chat_service import live
 from chat_service.extensions import db
 from chat_service.models import OUTBOX, ChatMessage, ChatSession, utcnow
 from chat_service.services.sessions import window_start
-from shared import outbox
+from shared import outbox, schedule
 
 log = logging.getLogger(__name__)
 
@@ -262,36 +260,6 @@ def purge_session(session_id: str) -> None:
 # -- the schedule and the command ------------------------------------------------------------------------
 
 
-class PurgeSchedule:
-    """`purge()` every PURGE_INTERVAL_SECONDS in a daemon thread of a serving process."""
-
-    def __init__(self, app: Flask, interval: float) -> None:
-        self._app = weakref.ref(app)  # as the outbox worker: never keeps a discarded app alive
-        self.interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"purge-{app.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5) -> None:
-        self._stopped.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            app = self._app()
-            if app is None:
-                return
-            with app.app_context():
-                try:
-                    log.info("purge: %s", purge().line())
-                except Exception as error:  # the database is down, say: the next round tries again
-                    log.warning("purge failed: %s: %s", error.__class__.__name__, str(error)[:300])
-            del app
-
-
 def init_app(app: Flask) -> None:
     """The `flask --app chat_service purge` command, the `purge` outbox topic (and `dify_delete`, queued
     at deletion before deletions waited for the purge: the same handler, doing nothing to a session
@@ -300,10 +268,7 @@ def init_app(app: Flask) -> None:
     worker.handlers[TOPIC] = purge_session
     worker.handlers["dify_delete"] = purge_session
     app.cli.add_command(purge_command)
-    interval = app.config["PURGE_INTERVAL_SECONDS"]
-    if interval > 0 and not outbox.in_cli_command():
-        app.extensions["purge_schedule"] = schedule = PurgeSchedule(app, interval)
-        schedule.start()
+    schedule.every(app, "PURGE_INTERVAL_SECONDS", "purge_schedule", lambda: purge().line())
 
 
 @click.command("purge")

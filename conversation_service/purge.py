@@ -11,9 +11,7 @@ chat_service's purge removes it with the session (`DELETE /internal/ai/conversat
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +23,7 @@ from flask.cli import with_appcontext
 from conversation_service.extensions import db
 from conversation_service.models import OUTBOX, AiConversation, utcnow
 from conversation_service.services import conversations
-from shared import outbox
+from shared import schedule
 
 log = logging.getLogger(__name__)
 
@@ -117,43 +115,10 @@ def purge_chat_record(user_id: str, chat_session_id: str) -> bool:
     return gone == 1 or conversations.chat_record(user_id, chat_session_id) is None
 
 
-class PurgeSchedule:
-    """`purge()` every PURGE_INTERVAL_SECONDS in a daemon thread of a serving process."""
-
-    def __init__(self, app: Flask, interval: float) -> None:
-        self._app = weakref.ref(app)  # as the outbox worker: never keeps a discarded app alive
-        self.interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"purge-{app.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5) -> None:
-        self._stopped.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            app = self._app()
-            if app is None:
-                return
-            with app.app_context():
-                try:
-                    log.info("purge: %s", purge().line())
-                except Exception as error:  # the database is down, say: the next round tries again
-                    log.warning("purge failed: %s: %s", error.__class__.__name__, str(error)[:300])
-            del app
-
-
 def init_app(app: Flask) -> None:
     """The `flask --app conversation_service purge` command (and the in-process schedule, when set)."""
     app.cli.add_command(purge_command)
-    interval = app.config["PURGE_INTERVAL_SECONDS"]
-    if interval > 0 and not outbox.in_cli_command():
-        app.extensions["purge_schedule"] = schedule = PurgeSchedule(app, interval)
-        schedule.start()
+    schedule.every(app, "PURGE_INTERVAL_SECONDS", "purge_schedule", lambda: purge().line())
 
 
 @click.command("purge")
