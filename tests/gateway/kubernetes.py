@@ -51,10 +51,12 @@ def workloads(objects: list[dict]) -> list[dict]:
 
 
 def pod_specs(objects: list[dict]) -> Iterator[tuple[str, dict]]:
-    """(kind/name, pod spec) of every workload and Job."""
+    """(kind/name, pod spec) of every workload, Job and CronJob (its job template's pods)."""
     for o in objects:
         if o["kind"] in (*WORKLOAD_KINDS, "Job"):
             yield f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]
+        elif o["kind"] == "CronJob":
+            yield f"CronJob/{o['metadata']['name']}", o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def containers(pod: dict) -> list[dict]:

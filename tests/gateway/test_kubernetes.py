@@ -285,7 +285,7 @@ def test_every_variable_a_service_container_gets_is_a_setting_it_reads(service):
                 names = set(environment_names(container, objects)) - COMMAND_VARIABLES
                 assert names <= known, f"{where}/{container['name']}: {sorted(names - known)}"
                 checked += 1
-    assert checked == 3  # the service, its init container, its migration Job
+    assert checked == 4  # the service, its init container, its migration Job, its purge CronJob
 
 
 @pytest.mark.parametrize("service", SERVICES)
