@@ -17,9 +17,9 @@ from werkzeug.serving import make_server
 
 
 @contextmanager
-def serve(app: Flask) -> Iterator[str]:
-    """Serve `app` on a free loopback port; yields its base URL (`http://127.0.0.1:PORT`)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def serve(app: Flask, port: int = 0) -> Iterator[str]:
+    """Serve `app` on loopback, on `port` or a free one; yields its base URL (`http://127.0.0.1:PORT`)."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -35,6 +35,8 @@ from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
 from shared.auth import USER_HEADER, mint_token
 from tests.conftest import ALICE, base_environ
+from tests.live import serve
+from tests.processes import free_port
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, ignored_auth]
@@ -51,7 +53,16 @@ FUZZ_SETTINGS = settings(
 # their SQLite files are created, migrated and removed by the `migrated` fixture.
 DB_DIR = Path(tempfile.gettempdir()) / f"aichat-fuzz-{os.getpid()}"
 # Per-user limits off: every example is ALICE's, and hundreds of them would meet LIMIT_*_CREATED.
-chat_app = create_chat_app(base_environ(f"sqlite:///{DB_DIR}/chat.sqlite3", RATE_LIMITS="false"))
+# conversation_service answers chat_service's calls (an export reads the pins there) on this port, served
+# by the `migrated` fixture: without it such routes answer 503, which the fuzzer counts as a failure.
+CONVERSATION_PORT = free_port()
+chat_app = create_chat_app(
+    base_environ(
+        f"sqlite:///{DB_DIR}/chat.sqlite3",
+        RATE_LIMITS="false",
+        CONVERSATION_SERVICE_URL=f"http://127.0.0.1:{CONVERSATION_PORT}",
+    )
+)
 conversation_app = create_conversation_app(
     base_environ(f"sqlite:///{DB_DIR}/conversation.sqlite3", RATE_LIMITS="false")
 )
@@ -65,7 +76,8 @@ def migrated():
     for app in (chat_app, conversation_app):
         with app.app_context():
             upgrade()
-    yield
+    with serve(conversation_app, CONVERSATION_PORT):
+        yield
     for app, db in ((chat_app, chat_db), (conversation_app, conversation_db)):
         with app.app_context():
             db.engine.dispose()
