@@ -189,7 +189,7 @@ def test_chat_service_restarted_with_deliveries_pending_loses_nothing(stack):
     gone = envelope(client.post("/api/chat/session", json={"title": "重启前删"}), 200)["session_id"]
     envelope(client.patch(f"/api/chat/sessions/{sid}", json={"new_title": "重启前改名"}), 200)
     envelope(client.delete(f"/api/chat/sessions/{gone}"), 200)
-    assert first.extensions["outbox"].pending() >= 3
+    assert first.extensions["outbox"].pending() == 2  # each session's record (Dify waits for the purge)
     stack.stop_app(first)  # the process "dies" with its deliveries pending
     assert record_state(stack, sid) is None
 
