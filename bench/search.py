@@ -127,7 +127,9 @@ def fill(engine: sa.Engine, messages: int, others: int, per_session: int) -> Non
     mine = [sid for sid, user in sessions if user == USER]
     theirs = [sid for sid, user in sessions if user == OTHER]
     total = messages + others
-    columns = "session_id, role, content, created_at, updated_at, is_deleted, is_generated, search_tokens"
+    columns = (
+        "session_id, user_id, role, content, created_at, updated_at, is_deleted, is_generated, search_tokens"
+    )
     batch: list[tuple] = []
 
     def rows():
@@ -139,6 +141,7 @@ def fill(engine: sa.Engine, messages: int, others: int, per_session: int) -> Non
             moment = start_time + timedelta(milliseconds=i)
             yield (
                 sid,
+                OTHER if other else USER,
                 "user" if i % 2 == 0 else "assistant",
                 text,
                 moment,
@@ -156,7 +159,7 @@ def fill(engine: sa.Engine, messages: int, others: int, per_session: int) -> Non
                 for row in rows():
                     copy.write_row(row)
         else:
-            marks = ", ".join(["%s" if dialect != "sqlite" else "?"] * 8)
+            marks = ", ".join(["%s" if dialect != "sqlite" else "?"] * 9)
             statement = f"INSERT INTO chat_messages ({columns}) VALUES ({marks})"
             for row in rows():
                 batch.append(row)

@@ -39,7 +39,13 @@ def _commit_keeping(db: Session, row: object) -> None:
     """Commit, keeping the values just written to `row` loaded. A commit expires them, and the next
     read of any would cost a SELECT returning exactly what was written (bench/rest_overhead.py)."""
     db.flush()
-    values = {attr.key: getattr(row, attr.key) for attr in sa.inspect(row).mapper.column_attrs}
+    state = sa.inspect(row)
+    # Those the INSERT computed in SQL are not known without a read: left to load if ever asked.
+    values = {
+        attr.key: getattr(row, attr.key)
+        for attr in state.mapper.column_attrs
+        if attr.key not in state.unloaded
+    }
     db.commit()
     for key, value in values.items():
         set_committed_value(row, key, value)
@@ -299,8 +305,11 @@ def create_message(
     dify_message_id: str | None = None,
     usage: str | None = None,
     is_generated: bool = False,
+    user_id: str | None = None,
 ) -> ChatMessage | None:
     """Store a message and count it on its session in one transaction; None if the session is gone.
+    The message carries its session's owner: `user_id` when the caller knows it, else read from the
+    session inside the INSERT.
 
     The count is bumped by an atomic `UPDATE ... SET message_count = message_count + 1` that also
     locks the session row, so concurrent writers can neither lose an increment nor add to a session
@@ -326,10 +335,15 @@ def create_message(
         dify_message_id=dify_message_id,
         usage=usage,
         is_generated=is_generated,
+        user_id=user_id if user_id is not None else _owner_of(session_id),
     )
     db.add(message)
     _commit_keeping(db, message)
     return message
+
+
+def _owner_of(session_id: str) -> sa.ScalarSelect:
+    return sa.select(ChatSession.user_id).where(ChatSession.session_id == session_id).scalar_subquery()
 
 
 def _usage_totals(usage: str | None) -> dict:

@@ -88,11 +88,15 @@ class ChatMessage(db.Model):
     __table_args__ = (
         # A session's live messages in id (= creation) order, for paging either way.
         sa.Index("ix_chat_messages_session_live_id", "session_id", "is_deleted", "message_id"),
+        # A user's live messages newest first, whatever their session: where a search walks.
+        sa.Index("ix_chat_messages_user_live_id", "user_id", "is_deleted", "message_id"),
         {"mysql_charset": "utf8mb4"},
     )
 
     message_id: Mapped[int] = mapped_column(MessageId, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("chat_sessions.session_id"))
+    # The session's owner, written with the message (neither ever changes): the search's walk.
+    user_id: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     role: Mapped[str] = mapped_column(sa.String(16))
     content: Mapped[str] = mapped_column(LongText)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -315,6 +315,7 @@ class SessionWriter:
         self.pending.append(
             {
                 "session_id": self.session_id,
+                "user_id": self.user_id,
                 "role": message["role"],
                 "content": message["content"],
                 "search_tokens": index_tokens(message["content"]),

@@ -40,12 +40,15 @@ def owned_message(user_id: str, message_id: str, session_id: str | None = None) 
 
 def post_message(user_id: str, session_id: str, content: str, role: str = "user") -> ChatMessage:
     """Store a message in the user's session, counted on it atomically."""
-    return store_message(owned_session(user_id, session_id).session_id, content, role)
+    return store_message(owned_session(user_id, session_id).session_id, content, role, user_id=user_id)
 
 
-def store_message(session_id: str, content: str, role: str = "user") -> ChatMessage:
-    """Store a message in a live session and tell its sockets (REST and socket messages alike)."""
-    message = crud.create_message(db.session, session_id, content, role)
+def store_message(
+    session_id: str, content: str, role: str = "user", *, user_id: str | None = None
+) -> ChatMessage:
+    """Store a message in a live session and tell its sockets (REST and socket messages alike);
+    `user_id`, the session's owner, when the caller has checked it (else the INSERT reads it)."""
+    message = crud.create_message(db.session, session_id, content, role, user_id=user_id)
     if message is None:
         raise SessionNotFound()  # deleted meanwhile
     events.message_posted(message)

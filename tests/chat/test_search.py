@@ -15,11 +15,23 @@ from tests.conftest import ALICE, BOB
 UNKNOWN_SESSION = "123e4567-e89b-12d3-a456-426614174000"
 
 
-@pytest.fixture(autouse=True, params=[search_service.RECENT, 2], ids=["recent-rows", "through-the-index"])
-def recent_rows(request, monkeypatch):
-    """Every test twice: with the few messages here all among the recent rows tested one by one, and
-    with only the newest two tested so, the rest found through the index (as in a long history)."""
-    monkeypatch.setattr(search_service, "RECENT", request.param)
+WALKS = {  # (RECENT, COMMON, WALK_LIMIT) of chat_service.services.search
+    "recent-rows": (search_service.RECENT, search_service.COMMON, search_service.WALK_LIMIT),
+    "walked-in-windows": (1, 0.0, search_service.WALK_LIMIT),
+    "walk-then-index": (1, 0.0, 3),
+    "through-the-index": (2, float("inf"), search_service.WALK_LIMIT),
+}
+
+
+@pytest.fixture(autouse=True, params=list(WALKS))
+def walk(request, monkeypatch):
+    """Every test four ways: the few messages here all in the first window of the walk; walked in
+    windows of 1, 2, 4, ... rows (every term common); two windows walked, the rest through the index;
+    only the newest two walked, the rest through the index (every term rare), as in a long history."""
+    recent, common, limit = WALKS[request.param]
+    monkeypatch.setattr(search_service, "RECENT", recent)
+    monkeypatch.setattr(search_service, "COMMON", common)
+    monkeypatch.setattr(search_service, "WALK_LIMIT", limit)
 
 
 def search(chat, q, status=200, code=None, user=ALICE, **query) -> dict:
