@@ -104,3 +104,14 @@ def test_update_message_content_only_for_user_messages(session):
     assert crud.update_message_content(session, reply, "new") is False
     assert crud.get_message(session, reply).content == "old"
     assert crud.update_message_content(session, 10**12, "new") is False
+
+
+def test_a_message_carries_its_sessions_owner_given_or_read_in_the_insert(session):
+    sid = new_id()
+    crud.create_session(session, sid, "u1")
+    given = crud.create_message(session, sid, "told", "user", user_id="u1")
+    read = crud.create_message(session, sid, "a reply", "assistant", is_generated=True)
+    assert (read.message_id, read.content, read.is_generated) == (given.message_id + 1, "a reply", True)
+    ids = (given.message_id, read.message_id)
+    session.remove()
+    assert [crud.get_message(session, message_id).user_id for message_id in ids] == ["u1", "u1"]
