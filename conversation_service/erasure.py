@@ -29,6 +29,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from conversation_service.extensions import db
 from conversation_service.models import OUTBOX, AiConversation, ConversationErasure, epoch_ms, utcnow
+from conversation_service.services import live_counts
 from shared import rate_limits
 from shared.auth import require_service
 from shared.decorators import body, response
@@ -89,14 +90,18 @@ def remove_batch(
         removed["conversation_sync_outbox"] = db.session.execute(
             sa.delete(OUTBOX).where(OUTBOX.c.topic == "session", OUTBOX.c.key.in_(keys))
         ).rowcount
-        removed["ai_conversations"] = db.session.execute(
-            sa.delete(AiConversation)
-            .where(AiConversation.id.in_(ids))
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        these = AiConversation.id.in_(ids)
+        live = _delete(sa.and_(these, AiConversation.is_deleted == sa.false()))
+        removed["ai_conversations"] = live + _delete(these)
+        live_counts.add(user_id, -live)
         _add_counts(user_hash(user_id), removed)
     db.session.commit()
     return removed
+
+
+def _delete(where: sa.ColumnElement[bool]) -> int:
+    statement = sa.delete(AiConversation).where(where).execution_options(synchronize_session=False)
+    return db.session.execute(statement).rowcount
 
 
 def pending_dify_ids(user_id: str, limit: int) -> list[str]:
@@ -129,6 +134,7 @@ def step(user_id: str, dify_deleted: Iterable[str] = (), *, without_dify: bool =
     done = not left
     if done:
         _add_counts(user_hash(user_id), {}, finish=True)
+        live_counts.forget(user_id)
         db.session.commit()
         rate_limits.current().forget(user_id)
     state = tombstone(user_hash(user_id))

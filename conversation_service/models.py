@@ -70,6 +70,19 @@ class AiConversation(db.Model):
     search_text: Mapped[str | None] = mapped_column(sa.Text, default=None)
 
 
+class ConversationUserCount(db.Model):
+    """How many live records a user has: the page's `total` without a COUNT(*) over their records.
+
+    Kept by conversation_service.live_counts in the transaction of every change that makes a record live
+    or not (create, delete, restore, mirror, import, erasure); a user without a row has none."""
+
+    __tablename__ = "conversation_user_counts"
+    __table_args__ = ({"mysql_charset": "utf8mb4"},)
+
+    user_id: Mapped[str] = mapped_column(sa.String(USER_ID_MAX), primary_key=True)
+    live_count: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+
+
 class ConversationErasure(db.Model):
     """The proof that a user's records were erased, holding none of them: a hash of the user id, when
     it was asked and finished, and how many rows went."""

@@ -80,7 +80,9 @@ def conversation_app(conversation_database):
     app.config["TESTING"] = True
     yield app
     with app.app_context():
-        clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
+        clear_tables(
+            conversation_db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
+        )
         conversation_db.engine.dispose()
 
 

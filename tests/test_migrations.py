@@ -28,7 +28,7 @@ SERVICES = {
     "conversation_service": (
         conversation_service.create_app,
         conversation_db,
-        {"ai_conversations", "conversation_sync_outbox", "conversation_erasures"},
+        {"ai_conversations", "conversation_sync_outbox", "conversation_erasures", "conversation_user_counts"},
     ),
 }
 
@@ -93,7 +93,7 @@ def test_both_services_migrate_one_shared_database(database_server, order):
                 table: connection.execute(sa.text(f"SELECT version_num FROM {table}")).scalar_one()
                 for table in VERSION_TABLES
             }
-        assert heads == {chat_service.VERSION_TABLE: "0010", conversation_service.VERSION_TABLE: "0005"}
+        assert heads == {chat_service.VERSION_TABLE: "0010", conversation_service.VERSION_TABLE: "0006"}
         for service in order:  # upgrading again is a no-op for both
             _upgrade(service, url)
     finally:
@@ -136,7 +136,7 @@ def test_a_database_migrated_with_alembics_default_version_table_is_adopted(data
         assert names == expected | {version_table}, "alembic_version is gone, the rest migrated on"
         with engine.connect() as connection:
             assert connection.execute(sa.text(f"SELECT version_num FROM {version_table}")).scalar_one() == (
-                "0010" if service == "chat_service" else "0005"
+                "0010" if service == "chat_service" else "0006"
             )
             rows = connection.execute(sa.text(f"SELECT topic, version FROM {outbox}")).all()
         assert [tuple(row) for row in rows] == [("record", 3)]

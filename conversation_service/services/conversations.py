@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from conversation_service.models import (
     utcnow,
 )
 from conversation_service.schemas import parse_id
+from conversation_service.services import live_counts
 from shared import outbox
 from shared.errors import BadRequest, ConversationNotFound, Forbidden, OperationFailed
 from shared.paging import Page
@@ -34,6 +36,17 @@ SORT_COLUMNS = {
 }
 Record = AiConversation
 EPOCH = datetime(1970, 1, 1)
+# What the listings read: the columns a record shows (and its sort key), as rows, not ORM objects
+# (object loading and the identity map were a third of a page request: docs/benchmarks.md).
+TABLE = AiConversation.__table__
+SHOWN = ("id", "user_id", "title", "dify_conversation_id", "is_pinned", "created_time", "updated_time")
+LISTED = sa.select(*(TABLE.c[name] for name in SHOWN), TABLE.c.chat_session_id)
+DEFAULT_ORDER = (TABLE.c.is_pinned.desc(), TABLE.c.created_time.desc(), TABLE.c.id.desc())
+# The user's live records; `= false`, not `IS false`: MariaDB uses only an equality as a key part, so
+# that the list indexes (user_id, is_deleted, is_pinned, time, id) give both the rows and their order.
+LIVE = sa.and_(TABLE.c.user_id == sa.bindparam("user_id"), TABLE.c.is_deleted == sa.false())
+# The unfiltered listings, built once (and their cache keys with them): parameters only per request.
+LIST_ALL = LISTED.where(LIVE).order_by(*DEFAULT_ORDER).limit(sa.bindparam("limit"))
 
 
 def _mirror(record_id: int) -> None:
@@ -123,6 +136,8 @@ def create(user_id: str, title: str, dify_id: str | None = None, is_pinned: int 
     )
     with _one_link_per_dify_conversation(user_id, dify_id):
         db.session.add(record)
+        db.session.flush()  # the record first, then its count (live_counts: the lock order)
+        live_counts.add(user_id, 1)
     return record
 
 
@@ -161,26 +176,46 @@ def page(
     sort_by: str = "createdTime",
     sort_order: str = "DESC",
     keyword: str | None = None,
-) -> tuple[list[Record], int]:
-    """A page of the user's live records (pinned first, then `sort_by` in `sort_order`) and their total."""
-    where = [_live(user_id)]
+) -> tuple[list[sa.Row], int]:
+    """A page of the user's live records (pinned first, then `sort_by` in `sort_order`), as rows of
+    their shown columns, and their total.
+
+    The total of all their live records is their maintained count (live_counts), not a COUNT(*) (30 ms
+    at 100,000 records); a `keyword` page counts its matches, which no counter can know.
+    """
     if keyword:
-        where.append(search.title_matches(keyword))
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(AiConversation).where(*where)) or 0
+        matches = search.title_matches(keyword)
+        total = (
+            db.session.scalar(
+                sa.select(sa.func.count()).select_from(TABLE).where(LIVE, matches), {"user_id": user_id}
+            )
+            or 0
+        )
+    else:
+        matches, total = None, live_counts.of(user_id)
     # The far half of the pages is read from the other end of the same (total) order: the same rows,
     # with an OFFSET of at most total/2 instead of up to total.
     from_end = page.offset > total // 2
-    descending = (sort_order == "ASC") == from_end
-    direction = sa.desc if descending else sa.asc
-    pinned = AiConversation.is_pinned.asc() if from_end else AiConversation.is_pinned.desc()
-    query = sa.select(AiConversation).where(*where)
-    query = query.order_by(pinned, direction(SORT_COLUMNS[sort_by]), direction(AiConversation.id))
-    if not from_end:
-        return list(db.session.scalars(query.offset(page.offset).limit(page.page_size))), total
-    if page.offset >= total:
+    if from_end and page.offset >= total:
         return [], total
-    query = query.offset(max(0, total - page.offset - page.page_size))
-    return list(db.session.scalars(query.limit(min(page.page_size, total - page.offset))))[::-1], total
+    query = _page_query(sort_by, (sort_order == "ASC") == from_end, from_end)
+    if matches is not None:
+        query = query.where(matches)
+    if not from_end:
+        offset, limit = page.offset, page.page_size
+    else:
+        offset, limit = max(0, total - page.offset - page.page_size), min(page.page_size, total - page.offset)
+    rows = db.session.execute(query, {"user_id": user_id, "offset": offset, "limit": limit}).all()
+    return (rows[::-1] if from_end else rows), total
+
+
+@functools.cache
+def _page_query(sort_by: str, descending: bool, from_end: bool) -> sa.Select:
+    """The page query of one order (12 in all), its offset and limit parameters."""
+    direction = sa.desc if descending else sa.asc
+    pinned = TABLE.c.is_pinned.asc() if from_end else TABLE.c.is_pinned.desc()
+    order = (pinned, direction(TABLE.c[SORT_COLUMNS[sort_by].key]), direction(TABLE.c.id))
+    return LISTED.where(LIVE).order_by(*order).offset(sa.bindparam("offset")).limit(sa.bindparam("limit"))
 
 
 def _after(key: tuple[bool, datetime, int]) -> sa.ColumnElement[bool]:
@@ -206,39 +241,24 @@ def _after(key: tuple[bool, datetime, int]) -> sa.ColumnElement[bool]:
 
 def scroll(
     user_id: str, page_size: int, after: tuple = (), keyword: str | None = None
-) -> tuple[list[Record], bool]:
+) -> tuple[list[sa.Row], bool]:
     """The `page_size` live records that follow the sort key `after` (empty: from the top) in the default
     order (pinned first, newest first, id last), and whether more follow. Keyset paging on the index
     `(user_id, is_deleted, is_pinned, created_time, id)`: the deepest page costs what the first does."""
-    where = [_live(user_id)]
+    where = [LIVE]
     if after:
         where.append(_after(after))
     if keyword:
         where.append(search.title_matches(keyword))
-    query = (
-        sa.select(AiConversation)
-        .where(*where)
-        .order_by(
-            AiConversation.is_pinned.desc(), AiConversation.created_time.desc(), AiConversation.id.desc()
-        )
-        .limit(page_size + 1)
-    )
-    records = list(db.session.scalars(query))
+    query = LISTED.where(*where).order_by(*DEFAULT_ORDER).limit(page_size + 1)
+    records = db.session.execute(query, {"user_id": user_id}).all()
     return records[:page_size], len(records) > page_size
 
 
-def list_all(user_id: str, limit: int) -> list[Record]:
+def list_all(user_id: str, limit: int) -> list[sa.Row]:
     """The user's live records, pinned first, then newest first (the seed's sort rule): at most
     `limit` of them (LIST_MAX_RECORDS), so that one user's 20,000 records never slow everyone."""
-    query = (
-        sa.select(AiConversation)
-        .where(_live(user_id))
-        .order_by(
-            AiConversation.is_pinned.desc(), AiConversation.created_time.desc(), AiConversation.id.desc()
-        )
-        .limit(limit)
-    )
-    return list(db.session.scalars(query))
+    return db.session.execute(LIST_ALL, {"user_id": user_id, "limit": limit}).all()
 
 
 def version_time(version_ms: int) -> datetime:
@@ -282,6 +302,7 @@ def _soft_delete(user_id: str, ids: list[int]) -> int:
         )
         .execution_options(synchronize_session=False)
     )
+    live_counts.add(user_id, -result.rowcount)
     return result.rowcount
 
 
@@ -299,7 +320,7 @@ def restore(user_id: str, conversation_id: int) -> Record:
     if record.deleted_at is None or record.deleted_at < window_start():
         raise ConversationNotFound()
     try:
-        restored = _restore(record.id, record.deleted_at)
+        restored = _restore(record, record.deleted_at)
     except IntegrityError:  # a live record links the same Dify conversation now
         db.session.rollback()
         raise OperationFailed(
@@ -314,20 +335,21 @@ def restore(user_id: str, conversation_id: int) -> Record:
     return db.session.get(AiConversation, conversation_id, populate_existing=True)
 
 
-def _restore(record_id: int, deleted_at: datetime, version: int | None = None) -> bool:
+def _restore(record: Record, deleted_at: datetime, version: int | None = None) -> bool:
     """Make the record live again if it is still deleted at `deleted_at`, in the open transaction;
     `deleted_at` then holds the restore's version (given when mirrored)."""
     restored_at = version_time(version) if version else _next_lifecycle(deleted_at)
     result = db.session.execute(
         sa.update(AiConversation)
         .where(
-            AiConversation.id == record_id,
+            AiConversation.id == record.id,
             AiConversation.is_deleted == sa.true(),
             AiConversation.deleted_at == deleted_at,
         )
         .values(is_deleted=False, delete_token=0, deleted_at=restored_at)
         .execution_options(synchronize_session=False)
     )
+    live_counts.add(record.user_id, result.rowcount)
     return result.rowcount == 1
 
 
@@ -396,6 +418,8 @@ def link(user_id: str, dify_id: str, title: str | None = None) -> Record:
     )
     db.session.add(record)
     try:
+        db.session.flush()
+        live_counts.add(user_id, 1)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -516,6 +540,8 @@ def _create_chat_record(user_id: str, chat_session_id: str, state: dict[str, Any
         ),
     )
     db.session.add(record)
+    db.session.flush()
+    live_counts.add(user_id, 0 if deleted else 1)
     db.session.commit()
     return record
 
@@ -558,7 +584,7 @@ def _apply_chat_lifecycle(record: Record, state: dict[str, Any]) -> Record:
     if deleted == record.is_deleted or not (version > own or (deleted and version == 0 and own == 0)):
         return record
     if deleted:
-        db.session.execute(
+        result = db.session.execute(
             sa.update(AiConversation)
             .where(AiConversation.id == record.id, AiConversation.is_deleted == sa.false())
             .values(
@@ -569,11 +595,12 @@ def _apply_chat_lifecycle(record: Record, state: dict[str, Any]) -> Record:
             )
             .execution_options(synchronize_session=False)
         )
+        live_counts.add(record.user_id, -result.rowcount)
     elif record.deleted_at is None or record.deleted_at < window_start():
         return record
     else:
         try:
-            _restore(record.id, record.deleted_at, version)
+            _restore(record, record.deleted_at, version)
         except IntegrityError:  # another live record has its Dify conversation: restored without it
             db.session.rollback()
             db.session.execute(
@@ -582,6 +609,6 @@ def _apply_chat_lifecycle(record: Record, state: dict[str, Any]) -> Record:
                 .values(dify_conversation_id=None, dify_version=0)
                 .execution_options(synchronize_session=False)
             )
-            _restore(record.id, record.deleted_at, version)
+            _restore(record, record.deleted_at, version)
     db.session.commit()
     return chat_record(record.user_id, record.chat_session_id)

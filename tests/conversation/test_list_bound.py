@@ -18,7 +18,7 @@ def bounded(conversation_database) -> ApiClient:
     app.config["TESTING"] = True
     yield ApiClient(app, default_user=ALICE)
     with app.app_context():
-        clear_tables(db, ["ai_conversations", "conversation_sync_outbox"])
+        clear_tables(db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"])
         db.engine.dispose()
 
 
