@@ -6,6 +6,10 @@ counter UPDATE and the INSERT in one transaction), same JWT check (pyjwt, HS256,
 30 s leeway), same JSON (envelope fields and data, `ensure_ascii=False`), same X-Trace-Id header.
 
     gunicorn --pythonpath bench 'bare_app:create_app()'   (DATABASE_URL, JWT_SECRET from the environment)
+
+`create_conversation_app()` does the same for conversation_service's `GET /page` and `GET /list`, on a
+database migrated by conversation_service: the user's count row, then the records' columns in index
+order, the same JSON.
 """
 
 from __future__ import annotations
@@ -215,5 +219,139 @@ def create_app() -> Flask:
                 "created_at": now.strftime(UTC_FORMAT),
             }
         )
+
+    return app
+
+
+# -- conversation_service's page and list routes ----------------------------------------------------------
+
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"  # TIMEZONE is UTC in the bench: stored times as they are
+conversations = sa.Table(
+    "ai_conversations",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("user_id", sa.String(64)),
+    sa.Column("title", sa.String(255)),
+    sa.Column("dify_conversation_id", sa.String(100)),
+    sa.Column("is_pinned", sa.Boolean),
+    sa.Column("created_time", sa.DateTime),
+    sa.Column("updated_time", sa.DateTime),
+    sa.Column("is_deleted", sa.Boolean),
+    sa.Column("delete_token", sa.BigInteger),
+    sa.Column("chat_session_id", sa.String(36)),
+)
+user_counts = sa.Table(
+    "conversation_user_counts",
+    metadata,
+    sa.Column("user_id", sa.String(64), primary_key=True),
+    sa.Column("live_count", sa.BigInteger),
+)
+LIST_MAX_RECORDS = 1000
+
+
+def create_conversation_app() -> Flask:
+    """What conversation_service's `GET /page` (page numbers, the default order) and `GET /list` do: the
+    user's count row, then one index-ordered SELECT of the record columns; the same JSON."""
+    app = Flask(__name__)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    url = os.environ["DATABASE_URL"]
+    secret = os.environ["JWT_SECRET"]
+    engine = sa.create_engine(url, connect_args={"timeout": 15} if url.startswith("sqlite") else {})
+    columns = [conversations.c[name] for name in ("id", "user_id", "title", "dify_conversation_id")]
+    columns += [conversations.c[name] for name in ("is_pinned", "created_time", "updated_time")]
+    columns.append(conversations.c.chat_session_id)
+    order = (conversations.c.is_pinned.desc(), conversations.c.created_time.desc(), conversations.c.id.desc())
+
+    def envelope(data, status=200, code=200, message="操作成功"):
+        trace_id = uuid.uuid4().hex
+        body = {
+            "code": code,
+            "message": message,
+            "data": data,
+            "timestamp": time.time_ns() // 1_000_000,
+            "traceId": trace_id,
+        }
+        response = app.json.response(body)
+        response.status_code = status
+        response.headers["X-Trace-Id"] = trace_id
+        return response
+
+    @app.errorhandler(Refused)
+    def _refused(error: Refused):
+        return envelope(error.data, error.status, error.code, error.message)
+
+    def user_id() -> str:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise Refused(401, 401, "未认证")
+        try:
+            claims = jwt.decode(
+                token.strip(), secret, algorithms=["HS256"], leeway=30, options={"require": ["exp", "sub"]}
+            )
+        except jwt.PyJWTError:
+            raise Refused(401, 401, "未认证") from None
+        return str(claims["sub"])
+
+    def integer(name: str, default: int, high: int) -> int:
+        raw = request.args.get(name, default)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise Refused(400, 1001, "数据验证失败", {"errors": {name: ["Not a valid integer."]}}) from None
+        if not 1 <= value <= high:
+            raise Refused(400, 1001, "数据验证失败", {"errors": {name: ["out of range"]}})
+        return value
+
+    def record(row) -> dict:
+        return {
+            "id": str(row.id),
+            "userId": row.user_id,
+            "title": row.title,
+            "difyConversationId": row.dify_conversation_id,
+            "isPinned": int(row.is_pinned),
+            "createdTime": row.created_time.strftime(LOCAL_FORMAT),
+            "updatedTime": row.updated_time.strftime(LOCAL_FORMAT),
+            "chatSessionId": row.chat_session_id,
+        }
+
+    def live(user: str):
+        return sa.and_(conversations.c.user_id == user, conversations.c.is_deleted == sa.false())
+
+    @app.get("/api/ai/conversation/page")
+    def page():
+        user = user_id()
+        page_no = integer("pageNo", 1, 1_000_000)
+        size = integer("pageSize", 10, 100)
+        with engine.connect() as conn:
+            total = conn.execute(
+                sa.select(user_counts.c.live_count).where(user_counts.c.user_id == user)
+            ).scalar()
+            rows = conn.execute(
+                sa.select(*columns)
+                .where(live(user))
+                .order_by(*order)
+                .offset((page_no - 1) * size)
+                .limit(size)
+            ).all()
+        total = total or 0
+        return envelope(
+            {
+                "records": [record(row) for row in rows],
+                "total": total,
+                "current": page_no,
+                "size": size,
+                "pages": -(-total // size),
+            }
+        )
+
+    @app.get("/api/ai/conversation/list")
+    def list_all():
+        user = user_id()
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*columns).where(live(user)).order_by(*order).limit(LIST_MAX_RECORDS)
+            ).all()
+        return envelope([record(row) for row in rows])
 
     return app

@@ -1,10 +1,13 @@
-"""REST overhead: three chat_service routes against a bare Flask app doing the same SQL and answering the
-same JSON (bench/bare_app.py), both under the same gunicorn settings (one gevent worker), in one run.
+"""REST overhead: three chat_service routes and two conversation_service routes against a bare Flask app
+doing the same SQL and answering the same JSON (bench/bare_app.py), both under the same gunicorn
+settings (one gevent worker), in one run.
 
     python bench/rest_overhead.py                       # SQLite files
     python bench/rest_overhead.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python bench/rest_overhead.py --service conversation
 
-Routes: GET a session, GET a page of 50 messages, POST a message. Load: wrk (one thread, keep-alive
+Routes: GET a session, GET a page of 50 messages, POST a message; GET a page of 20 conversation records
+and GET the list of all of them (`--conversations`, 100). Load: wrk (one thread, keep-alive
 connections, a Lua script for the POST body and the token) or, without wrk, Python threads. Target:
 ours >= 0.8x the bare app's req/s and p99 <= 1.5x its p99.
 """
@@ -35,7 +38,7 @@ from _support import (
     percentile,
     temporary_database,
 )
-from bare_app import messages, sessions
+from bare_app import conversations, messages, sessions, user_counts
 
 from shared.auth import mint_token
 
@@ -99,26 +102,76 @@ ROUTES = [
 ]
 
 
-def _strip(value):
+CONVERSATION_ROUTES = [
+    ("GET conversations page (20)", "GET", "/api/ai/conversation/page?pageNo=2&pageSize=20", None),
+    ("GET conversations list", "GET", "/api/ai/conversation/list", None),
+]
+CHAT_BLANKED = ("timestamp", "traceId", "created_at", "updated_at", "message_id")
+# Both conversation databases are seeded with the same ids and times: only the envelope's differ.
+CONVERSATION_BLANKED = ("timestamp", "traceId")
+
+
+def seed_conversations(url: str, count: int) -> None:
+    """The same `count` records of USER in each database (every seventh pinned, every third linked to a
+    Dify conversation), their count row, and as many of another user's."""
+    engine = sa.create_engine(url)
+    start = datetime(2026, 12, 1, 8, 0, 0)
+    rows = [
+        {
+            "id": 300_000_000_000_000_000 + i,
+            "user_id": USER if i % 2 == 0 else "bench-other",
+            "title": f"关于项目管理的讨论 {i}",
+            "dify_conversation_id": f"dify-{i}" if i % 3 == 0 else None,
+            "is_pinned": i % 7 == 0,
+            "created_time": start + timedelta(seconds=i),
+            "updated_time": start + timedelta(seconds=i, milliseconds=500),
+            "is_deleted": False,
+            "delete_token": 0,
+        }
+        for i in range(2 * count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(conversations), rows)
+        conn.execute(
+            sa.insert(user_counts),
+            [{"user_id": USER, "live_count": count}, {"user_id": "bench-other", "live_count": count}],
+        )
+    engine.dispose()
+
+
+def migrate_conversations(database_url: str) -> None:
+    """conversation_service's migrations, up to head, on `database_url`."""
+    from flask_migrate import upgrade
+
+    from conversation_service import create_app
+
+    config = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": SECRET,
+        "LOG_LEVEL": "WARNING",
+        "OUTBOX_WORKER": "false",
+    }
+    with create_app(config).app_context():
+        upgrade()
+
+
+def _strip(value, blanked=CHAT_BLANKED):
     """The JSON with what differs by nature between two answers (times, trace ids, new ids) blanked."""
     if isinstance(value, dict):
-        return {
-            k: "*" if k in ("timestamp", "traceId", "created_at", "updated_at", "message_id") else _strip(v)
-            for k, v in value.items()
-        }
+        return {k: "*" if k in blanked else _strip(v, blanked) for k, v in value.items()}
     if isinstance(value, list):
-        return [_strip(v) for v in value]
+        return [_strip(v, blanked) for v in value]
     return value
 
 
-def same_answers(ours: str, bare: str, token: str) -> list[str]:
+def same_answers(ours: str, bare: str, token: str, routes=ROUTES, blanked=CHAT_BLANKED) -> list[str]:
     """Routes whose answers differ (status, envelope, data; key order included)."""
     differ = []
     headers = {"Authorization": f"Bearer {token}"}
-    for name, method, path, body in ROUTES:
+    for name, method, path, body in routes:
         a = requests.request(method, ours + path, data=body, headers=headers, timeout=10)
         b = requests.request(method, bare + path, data=body, headers=headers, timeout=10)
-        left, right = _strip(a.json()), _strip(b.json())
+        left, right = _strip(a.json(), blanked), _strip(b.json(), blanked)
         if a.status_code != b.status_code or json.dumps(left) != json.dumps(right):
             ours_text, bare_text = json.dumps(left)[:300], json.dumps(right)[:300]
             differ.append(f"{name}: {a.status_code} {ours_text} vs {b.status_code} {bare_text}")
@@ -217,54 +270,88 @@ def bench_database(database_url: str | None, args, load, workdir: Path) -> list[
             ) as bare,
         ):
             differ = same_answers(ours, bare, token)
-            print(
-                f"\n{backend}: answers identical (but times, ids, traceId): {'yes' if not differ else 'NO'}"
+            return measure(backend, {"ours": ours, "bare": bare}, ROUTES, differ, token, args, load, workdir)
+
+
+def bench_conversations(database_url: str | None, args, load, workdir: Path) -> list[str]:
+    """conversation_service and the bare app's conversation routes on twin databases of one backend."""
+    token = mint_token(USER, config={"JWT_SECRET": SECRET})
+    with (
+        temporary_database(database_url, "rest_conv_ours") as ours_db,
+        temporary_database(database_url, "rest_conv_bare") as bare_db,
+    ):
+        for url in (ours_db, bare_db):
+            migrate_conversations(url)
+            seed_conversations(url, args.conversations)
+        backend = sa.make_url(ours_db).get_backend_name()
+        common = {"JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"}
+        # As for chat_service: the request limit on, above what the bench sends.
+        ours_settings = {**common, "DATABASE_URL": ours_db, "LIMIT_REQUESTS": "1000000000/minute"}
+        with (
+            gunicorn(
+                "conversation_service:create_app()", ours_settings, GEVENT_WORKER, workdir / "conv_ours.log"
+            ) as ours,
+            gunicorn(
+                "bare_app:create_conversation_app()",
+                {**common, "DATABASE_URL": bare_db},
+                GEVENT_WORKER,
+                workdir / "conv_bare.log",
+                pythonpath=str(ROOT / "bench"),
+            ) as bare,
+        ):
+            differ = same_answers(ours, bare, token, CONVERSATION_ROUTES, CONVERSATION_BLANKED)
+            apps = {"ours": ours, "bare": bare}
+            return measure(
+                f"{backend} conversation", apps, CONVERSATION_ROUTES, differ, token, args, load, workdir
             )
-            for line in differ:
-                print("  differs:", line)
-            print(f"{'':30} {'loaded':>26} {'1 connection':>17}")
+
+
+def measure(
+    backend: str, apps: dict[str, str], routes, differ: list[str], token: str, args, load, workdir: Path
+) -> list[str]:
+    """Load each route on both apps, alternating; print the table, return the missed targets."""
+    print(f"\n{backend}: answers identical (but times, ids, traceId): {'yes' if not differ else 'NO'}")
+    for line in differ:
+        print("  differs:", line)
+    print(f"{'':30} {'loaded':>26} {'1 connection':>17}")
+    print(
+        f"{'route':24} {'app':5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    )
+    missed = []
+    for name, method, path, body in routes:
+        runs: dict[str, list[dict]] = {"ours": [], "bare": []}
+        if args.warmup:
+            warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
+            for url in apps.values():
+                load(url, method, path, body, token, warm, workdir)
+        for round_ in range(args.rounds):  # alternate who goes first: the machine drifts
+            for label in ("ours", "bare") if round_ % 2 == 0 else ("bare", "ours"):
+                runs[label].append(load(apps[label], method, path, body, token, args, workdir))
+        results = {label: median_run(result) for label, result in runs.items()}
+        # Latency without queueing: one connection, one request at a time.
+        single = argparse.Namespace(**{**vars(args), "connections": 1})
+        alone = {label: load(url, method, path, body, token, single, workdir) for label, url in apps.items()}
+        for label in ("ours", "bare"):
+            result = results[label]
             print(
-                f"{'route':24} {'app':5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-                f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+                f"{name if label == 'ours' else '':24} {label:5} {result['rps']:8.0f} "
+                f"{result['p50']:8.2f} {result['p99']:8.2f} {alone[label]['p50']:8.2f} "
+                f"{alone[label]['p99']:8.2f} {result['errors'] + alone[label]['errors']:7d}"
             )
-            missed = []
-            for name, method, path, body in ROUTES:
-                runs: dict[str, list[dict]] = {"ours": [], "bare": []}
-                apps = {"ours": ours, "bare": bare}
-                if args.warmup:
-                    warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
-                    for url in apps.values():
-                        load(url, method, path, body, token, warm, workdir)
-                for round_ in range(args.rounds):  # alternate who goes first: the machine drifts
-                    for label in ("ours", "bare") if round_ % 2 == 0 else ("bare", "ours"):
-                        runs[label].append(load(apps[label], method, path, body, token, args, workdir))
-                results = {label: median_run(result) for label, result in runs.items()}
-                # Latency without queueing: one connection, one request at a time.
-                single = argparse.Namespace(**{**vars(args), "connections": 1})
-                alone = {
-                    label: load(url, method, path, body, token, single, workdir)
-                    for label, url in apps.items()
-                }
-                for label in ("ours", "bare"):
-                    result = results[label]
-                    print(
-                        f"{name if label == 'ours' else '':24} {label:5} {result['rps']:8.0f} "
-                        f"{result['p50']:8.2f} {result['p99']:8.2f} {alone[label]['p50']:8.2f} "
-                        f"{alone[label]['p99']:8.2f} {result['errors'] + alone[label]['errors']:7d}"
-                    )
-                throughput = results["ours"]["rps"] / results["bare"]["rps"]
-                p99 = alone["ours"]["p99"] / alone["bare"]["p99"]
-                loaded_p99 = results["ours"]["p99"] / results["bare"]["p99"]
-                errors = sum(results[label]["errors"] + alone[label]["errors"] for label in apps)
-                # A refused or failed request is no answer: a run with errors measures nothing.
-                met = throughput >= TARGET_THROUGHPUT and p99 <= TARGET_P99 and not errors
-                print(
-                    f"{'':24} ratio: throughput {throughput:.2f}x (target >= {TARGET_THROUGHPUT}), "
-                    f"p99 alone {p99:.2f}x (target <= {TARGET_P99}), p99 loaded {loaded_p99:.2f}x: "
-                    f"{'met' if met else 'MISSED'}{f' ({errors} errors)' if errors else ''}"
-                )
-                if not met:
-                    missed.append(f"{backend} {name}")
+        throughput = results["ours"]["rps"] / results["bare"]["rps"]
+        p99 = alone["ours"]["p99"] / alone["bare"]["p99"]
+        loaded_p99 = results["ours"]["p99"] / results["bare"]["p99"]
+        errors = sum(results[label]["errors"] + alone[label]["errors"] for label in apps)
+        # A refused or failed request is no answer: a run with errors measures nothing.
+        met = throughput >= TARGET_THROUGHPUT and p99 <= TARGET_P99 and not errors
+        print(
+            f"{'':24} ratio: throughput {throughput:.2f}x (target >= {TARGET_THROUGHPUT}), "
+            f"p99 alone {p99:.2f}x (target <= {TARGET_P99}), p99 loaded {loaded_p99:.2f}x: "
+            f"{'met' if met else 'MISSED'}{f' ({errors} errors)' if errors else ''}"
+        )
+        if not met:
+            missed.append(f"{backend} {name}")
     return missed
 
 
@@ -275,6 +362,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load per route and app first")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--messages", type=int, default=200, help="messages in the session that is paged")
+    parser.add_argument(
+        "--conversations", type=int, default=100, help="the bench user's conversation records"
+    )
+    parser.add_argument("--service", choices=["all", "chat", "conversation"], default="all")
     parser.add_argument("--database-url", help="also run on this PostgreSQL server (own database, dropped)")
     parser.add_argument("--load-generator", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
@@ -290,7 +381,10 @@ def main() -> None:
     missed = []
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
         for database_url in [None] + ([args.database_url] if args.database_url else []):
-            missed += bench_database(database_url, args, load, Path(tmp))
+            if args.service in ("all", "chat"):
+                missed += bench_database(database_url, args, load, Path(tmp))
+            if args.service in ("all", "conversation"):
+                missed += bench_conversations(database_url, args, load, Path(tmp))
     print("\ntargets:", "all met" if not missed else "missed on " + ", ".join(missed))
 
 
