@@ -4,13 +4,22 @@ records and for the rows the listings read, in UTC and in another TIMEZONE."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from marshmallow import Schema
 
 from conversation_service import create_app
 from conversation_service.extensions import db
 from conversation_service.models import AiConversation
-from conversation_service.schemas import ConversationPageSchema, ConversationSchema, encode_cursor
+from conversation_service.schemas import (
+    ConversationPageSchema,
+    ConversationSchema,
+    LocalTime,
+    encode_cursor,
+    local_time,
+    response_zone,
+)
 from conversation_service.services import conversations
 from shared.paging import Page
 from tests.api_client import ApiClient, envelope
@@ -80,3 +89,14 @@ def test_the_routes_answer_marshmallows_dump_of_their_records(varied):
         assert listed == marshmallow_dump(many, records)
         assert page["records"] == marshmallow_dump(many, records[2:])
         db.session.remove()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Shanghai", "America/St_Johns"])
+@pytest.mark.parametrize(
+    "moment", [datetime(2026, 12, 3, 23, 59, 59, 999999), datetime(1000, 1, 1, 12), datetime(999, 6, 1), None]
+)
+def test_local_time_is_the_text_of_the_local_time_field(zone, moment):
+    app = create_app(base_environ("sqlite://", TIMEZONE=zone))
+    with app.app_context():
+        reference = LocalTime()._serialize(moment, "createdTime", None)
+        assert local_time(moment, response_zone()) == reference
