@@ -150,6 +150,13 @@ def fill_conversations(engine: sa.Engine, count: int) -> None:
                     f" FROM seq_1_to_{int(n)}"
                 )
             connection.execute(sa.text(statement), params)
+        # The page's total is each user's maintained count (conversation_service.services.live_counts).
+        connection.execute(
+            sa.text(
+                "INSERT INTO conversation_user_counts (user_id, live_count)"
+                " SELECT user_id, COUNT(*) FROM ai_conversations WHERE is_deleted = false GROUP BY user_id"
+            )
+        )
 
 
 def analyze(engine: sa.Engine, tables: list[str]) -> None:
