@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 
@@ -153,16 +154,19 @@ COMMON = 0.005  # a token in this share of the first window's rows makes the ind
 
 
 class _Walk:
+    """The walk's state across a page's batches: the current window is the `size` live messages of the
+    user just below `upper`, bounded below by `floor` (the lowest of them; None: the window holds all
+    that is left). Bounds come from the index alone; each batch is then one range scan of the window
+    testing the tokens in place (no derived table: MariaDB would copy every row's text into a temporary
+    table to test it)."""
+
     def __init__(self, dialect: str, user_id: str, query: Query, session_id: str | None, start: int | None):
         messages, sessions = ChatMessage.__table__, ChatSession.__table__
         self.dialect, self.query, self.messages = dialect, query, messages
-        self.live = [
-            messages.c.user_id == user_id,
-            messages.c.is_deleted == sa.false(),
-            sessions.c.is_deleted == sa.false(),
-        ]
+        self.mine = [messages.c.user_id == user_id, messages.c.is_deleted == sa.false()]
         if session_id is not None:
-            self.live.append(messages.c.session_id == session_id)
+            self.mine.append(messages.c.session_id == session_id)
+        self.live = [*self.mine, sessions.c.is_deleted == sa.false()]
         self.columns = [
             messages.c.message_id,
             messages.c.session_id,
@@ -172,71 +176,84 @@ class _Walk:
             sessions.c.title,
         ]
         self.joined = messages.join(sessions, sessions.c.session_id == messages.c.session_id)
-        self.tested = (
-            [sa.literal_column("chat_messages.search_vector").label("search_vector")]
-            if dialect == "postgresql"
-            else [messages.c.search_tokens]
+        # What token_test reads of a row: PostgreSQL's stored vector is a column of the migration's only.
+        vector = sa.literal_column("chat_messages.search_vector")
+        self.tested = SimpleNamespace(
+            c=SimpleNamespace(search_tokens=messages.c.search_tokens, search_vector=vector)
         )
-        self.upper = start  # the current window holds the messages below this id (None: the newest)
+        self.upper = start
         self.size = RECENT
+        self.floor: int | None = None
+        self.bounded = False  # whether `floor` is known for the current window
         self.walked = 0
         self.ended = False
         self.lowest: int | None = None  # where the index goes on; None: no message is older
 
-    def _window(self) -> sa.Subquery:
-        """The next `size` live messages of the user below `upper`, newest first, by their key (MariaDB
-        otherwise starts from the user's sessions and sorts all their messages)."""
-        statement = sa.select(*self.columns, *self.tested).select_from(self.joined).where(*self.live)
+    def _in_window(self) -> list[sa.ColumnElement[bool]]:
+        key = self.messages.c.message_id
+        return [
+            *([key < self.upper] if self.upper is not None else []),
+            *([key >= self.floor] if self.floor is not None else []),
+        ]
+
+    def _bound(self) -> None:
+        """The current window's floor: the `size`-th of the user's messages below `upper` (index only)."""
+        key = self.messages.c.message_id
+        statement = sa.select(key).where(*self.mine).order_by(key.desc()).offset(self.size - 1).limit(1)
         if self.upper is not None:
-            statement = statement.where(self.messages.c.message_id < self.upper)
-        return (
-            statement.order_by(self.messages.c.message_id.desc())
-            .limit(self.size)
-            .prefix_with("STRAIGHT_JOIN", dialect="mysql")
-            .prefix_with("STRAIGHT_JOIN", dialect="mariadb")
-            .subquery("recent")
-        )
+            statement = statement.where(key < self.upper)
+        self.floor, self.bounded = db.session.scalar(statement), True
 
     def batches(self, position: int | None, size: int) -> list[Hit]:
         """Up to `size` hits below `position`, window after window; fewer only once the walk ended."""
         hits: list[Hit] = []
         while not self.ended:
-            window = self._window()
-            statement = sa.select(window).where(token_test(self.dialect, window, self.query.tokens))
+            if not self.bounded:
+                self._bound()
             below = hits[-1].position if hits else position
+            statement = (
+                sa.select(*self.columns)
+                .select_from(self.joined)
+                .where(
+                    *self.live, *self._in_window(), token_test(self.dialect, self.tested, self.query.tokens)
+                )
+                .order_by(self.messages.c.message_id.desc())
+                .limit(size - len(hits))
+                # Messages first, by their key: MariaDB otherwise starts from the user's sessions.
+                .prefix_with("STRAIGHT_JOIN", dialect="mysql")
+                .prefix_with("STRAIGHT_JOIN", dialect="mariadb")
+            )
             if below is not None:
-                statement = statement.where(window.c.message_id < below)
-            statement = statement.order_by(window.c.message_id.desc()).limit(size - len(hits))
+                statement = statement.where(self.messages.c.message_id < below)
             hits += [_message_hit(row) for row in db.session.execute(statement)]
             if len(hits) == size:
                 return hits
-            self._next_window(window)
+            self._next_window()
         return hits
 
-    def _next_window(self, window: sa.Subquery) -> None:
+    def _next_window(self) -> None:
         """The window is used up: step below it, or end the walk (no older message, the terms rare
         enough for the index, WALK_LIMIT reached)."""
-        first = self.walked == 0
-        counts = (
-            [
-                sa.func.sum(sa.case((token_test(self.dialect, window, (t,)), 1), else_=0))
-                for t in self.query.tokens
-            ]
-            if first
-            else []
-        )
-        low, count, *per_token = db.session.execute(
-            sa.select(sa.func.min(window.c.message_id), sa.func.count(), *counts)
-        ).one()
-        self.walked += count
-        if count < self.size:  # no older message: nothing left for the index either
+        if self.floor is None:  # it held all that was left: nothing for the index either
             self.ended, self.lowest = True, None
             return
-        self.upper = self.lowest = low
-        common = not first or max(int(n or 0) for n in per_token) >= COMMON * count
-        if not common or self.walked >= WALK_LIMIT:
+        if self.walked == 0 and not self._common():
             self.ended = True
-        self.size = min(self.size * 2, WALK_LIMIT - self.walked)
+        self.walked += self.size
+        self.upper = self.lowest = self.floor
+        self.floor, self.bounded = None, False
+        if self.walked >= WALK_LIMIT:
+            self.ended = True
+        self.size = min(self.size * 2, WALK_LIMIT - self.walked) or 1
+
+    def _common(self) -> bool:
+        """Whether one of the query's tokens is in COMMON of the first window's rows."""
+        counts = [
+            sa.func.sum(sa.case((token_test(self.dialect, self.tested, (token,)), 1), else_=0))
+            for token in self.query.tokens
+        ]
+        per_token = db.session.execute(sa.select(*counts).where(*self.mine, *self._in_window())).one()
+        return max(int(n or 0) for n in per_token) >= COMMON * self.size
 
     def index_batches(self, position: int | None, size: int) -> list[Hit]:
         """Hits through the index, below the lowest message walked."""
