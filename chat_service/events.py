@@ -9,10 +9,12 @@ from typing import Any
 from chat_service import live
 from chat_service.models import ChatMessage, ChatSession
 from chat_service.schemas import MessageSchema, SessionSchema
+from shared.dumping import dumper
 from shared.envelope import SUCCESS, envelope
 from shared.errors import ApiError
 
 _message = MessageSchema()
+_dump_message = dumper(_message)
 _session = SessionSchema()
 
 
@@ -33,7 +35,7 @@ def error_frame(error: ApiError) -> dict:
 
 def message_frame(message: ChatMessage, *, stopped: bool | None = None) -> dict:
     """`user_message` or `assistant_message` with the whole stored message (and `stopped` for replies)."""
-    data = _message.dump(message)
+    data = _dump_message(message)
     if stopped is not None:
         data["stopped"] = stopped
     return frame("user_message" if message.role == "user" else "assistant_message", data)
@@ -49,7 +51,7 @@ def message_posted(message: ChatMessage) -> None:
 
 
 def message_updated(message: ChatMessage) -> None:
-    publish(message.session_id, frame("message_updated", _message.dump(message)))
+    publish(message.session_id, frame("message_updated", _dump_message(message)))
 
 
 def message_deleted(session_id: str, message_id: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Response
 from marshmallow import EXCLUDE, Schema
 
+from shared.dumping import dumper
 from shared.envelope import envelope_response
 from shared.inputs import json_body, query_args
 
@@ -55,8 +56,10 @@ def arguments(schema: Schema | type[Schema]) -> Callable:
 
 
 def response(schema: Schema | type[Schema] | None = None, *, status: int = 200) -> Callable:
-    """Dump the view's return value through `schema` (as is without one) into the success envelope."""
+    """Dump the view's return value through `schema` (as is without one) into the success envelope;
+    `shared.dumping` compiles the schema's dump once."""
     schema = _instance(schema) if schema is not None else None
+    dump = dumper(schema) if schema is not None else None
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
@@ -64,7 +67,7 @@ def response(schema: Schema | type[Schema] | None = None, *, status: int = 200) 
             result = view(*args, **kwargs)
             if isinstance(result, Response):
                 return result
-            data = schema.dump(result) if schema is not None else result
+            data = dump(result) if dump is not None else result
             return envelope_response(data, status=status)
 
         _annotate(wrapper, "response", schema)

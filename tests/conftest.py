@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+import shared.dumping
 from chat_service import create_app as create_chat_app
 from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
@@ -14,6 +15,9 @@ from shared.auth import mint_token
 from tests.api_client import ApiClient
 from tests.databases import BACKENDS, DatabaseServer, clear_tables, migrated_database
 from tests.live import Socket
+
+# Every response the in-process apps dump is checked against marshmallow's own dump (shared/dumping.py).
+shared.dumping.VERIFY = True
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ALICE = "542738228948500480"
