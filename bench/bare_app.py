@@ -2,7 +2,8 @@
 SQLAlchemy Core and hand-written checks instead of the ORM, marshmallow and our hooks.
 
 Same tables (chat_service's migrations), same SQL (the ownership SELECT, then the page SELECT, or the
-counter UPDATE and the INSERT in one transaction), same JWT check (pyjwt, HS256, `exp`/`sub` required,
+counter UPDATE, the outbox upsert and the INSERT with the message's search tokens and owner, in one
+transaction), same JWT check (pyjwt, HS256, `exp`/`sub` required,
 30 s leeway), same JSON (envelope fields and data, `ensure_ascii=False`), same X-Trace-Id header.
 
     gunicorn --pythonpath bench 'bare_app:create_app()'   (DATABASE_URL, JWT_SECRET from the environment)
@@ -22,6 +23,9 @@ from datetime import UTC, datetime
 import jwt
 import sqlalchemy as sa
 from flask import Flask, request
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from shared.search_text import index_tokens
 
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 ROLES = ("user", "assistant", "system")
@@ -49,7 +53,37 @@ messages = sa.Table(
     sa.Column("created_at", sa.DateTime),
     sa.Column("updated_at", sa.DateTime),
     sa.Column("is_deleted", sa.Boolean),
+    sa.Column("user_id", sa.String(64)),
+    sa.Column("is_generated", sa.Boolean),
+    sa.Column("search_tokens", sa.Text),
 )
+outbox = sa.Table(
+    "chat_sync_outbox",
+    metadata,
+    sa.Column("topic", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger),
+    sa.Column("due_at", sa.DateTime),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("trace_id", sa.String(64)),
+)
+
+
+def outbox_upsert(dialect: str, session_id: str, now: datetime, trace_id: str):
+    """The session's record made due (chat_service's `mirror`): the same upsert."""
+    values = {
+        "topic": "record",
+        "key": session_id,
+        "version": 1,
+        "due_at": now,
+        "attempts": 0,
+        "trace_id": trace_id,
+    }
+    changes = {"version": outbox.c.version + 1, "due_at": now, "attempts": 0, "trace_id": trace_id}
+    if dialect in ("mysql", "mariadb"):
+        return mysql.insert(outbox).values(values).on_duplicate_key_update(**changes)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(outbox).values(values).on_conflict_do_update(index_elements=["topic", "key"], set_=changes)
 
 
 class Refused(Exception):
@@ -201,14 +235,18 @@ def create_app() -> Flask:
             )
             if bumped.rowcount != 1:
                 raise Refused(404, 7001, "会话不存在")
+            conn.execute(outbox_upsert(engine.dialect.name, session.session_id, now, uuid.uuid4().hex))
             message_id = conn.execute(
                 sa.insert(messages).values(
                     session_id=session.session_id,
+                    user_id=user,
                     role=role,
                     content=content,
                     created_at=now,
                     updated_at=now,
                     is_deleted=False,
+                    is_generated=False,
+                    search_tokens=index_tokens(content),
                 )
             ).inserted_primary_key[0]
         return envelope(

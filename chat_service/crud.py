@@ -14,13 +14,16 @@ from decimal import Decimal
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from chat_service.models import DEFAULT_TITLE, OUTBOX, ChatMessage, ChatSession, epoch_ms, utcnow
 from shared import outbox
+from shared.search_text import index_tokens
 
 Order = Literal["asc", "desc"]
+Columns = tuple[sa.Column, ...] | None
 EPOCH = datetime(1970, 1, 1)
 
 
@@ -33,6 +36,32 @@ def _live_session(session_id: str) -> sa.ColumnElement[bool]:
 _GET_SESSION = sa.select(ChatSession).where(
     ChatSession.session_id == sa.bindparam("session_id"), ChatSession.is_deleted.is_(False)
 )
+
+
+# The hot REST reads (bench/rest_overhead.py) select columns on a Core connection: rows, without ORM
+# objects, the identity map or a session to set up and remove (an ORM read costs 2.4x the Core one).
+SESSION_COLUMNS = tuple(
+    ChatSession.__table__.c[name]
+    for name in ("session_id", "user_id", "title", "message_count", "created_at", "updated_at", "is_deleted")
+)
+BRIEF_COLUMNS = tuple(
+    ChatMessage.__table__.c[name] for name in ("message_id", "content", "role", "created_at")
+)
+_SESSION_ROW = sa.select(*SESSION_COLUMNS).where(
+    ChatSession.__table__.c.session_id == sa.bindparam("session_id"),
+    ChatSession.__table__.c.is_deleted == sa.false(),
+)
+
+
+def session_row(db: Session | Connection, session_id: str) -> sa.Row | None:
+    """The live session's own columns (SESSION_COLUMNS) as a row, or None."""
+    return db.execute(_SESSION_ROW, {"session_id": session_id}).first()
+
+
+def _messages(db: Session | Connection, query: sa.Select, columns: Columns) -> list:
+    """The query's messages: ORM objects, or rows of `columns` when given."""
+    result = db.execute(query)
+    return list(result.scalars() if columns is None else result)
 
 
 def _commit_keeping(db: Session, row: object) -> None:
@@ -309,7 +338,8 @@ def create_message(
 ) -> ChatMessage | None:
     """Store a message and count it on its session in one transaction; None if the session is gone.
     The message carries its session's owner: `user_id` when the caller knows it, else read from the
-    session inside the INSERT.
+    session inside the INSERT. The message returned is a new object, not in the session: what was
+    written, and its id.
 
     The count is bumped by an atomic `UPDATE ... SET message_count = message_count + 1` that also
     locks the session row, so concurrent writers can neither lose an increment nor add to a session
@@ -325,20 +355,29 @@ def create_message(
         db.rollback()
         return None
     mirror(db, session_id)  # the record's activity time follows (one upsert; the session is locked)
-    message = ChatMessage(
-        session_id=session_id,
-        role=role,
-        content=content,
-        created_at=now,
-        updated_at=now,
-        is_deleted=False,
-        dify_message_id=dify_message_id,
-        usage=usage,
-        is_generated=is_generated,
-        user_id=user_id if user_id is not None else _owner_of(session_id),
+    values = {
+        "session_id": session_id,
+        "role": role,
+        "content": content,
+        "created_at": now,
+        "updated_at": now,
+        "is_deleted": False,
+        "dify_message_id": dify_message_id,
+        "usage": usage,
+        "is_generated": is_generated,
+        "search_tokens": index_tokens(content),
+    }
+    # On the table (Core): no unit of work to flush, and the search tokens are given, not derived by
+    # the ORM event (bench/rest_overhead.py: the ORM insert was a fifth of a POST /message).
+    inserted = db.execute(
+        ChatMessage.__table__.insert().values(
+            **values, user_id=user_id if user_id is not None else _owner_of(session_id)
+        )
     )
-    db.add(message)
-    _commit_keeping(db, message)
+    db.commit()
+    message = ChatMessage(**values, message_id=inserted.inserted_primary_key[0])
+    if user_id is not None:
+        message.user_id = user_id
     return message
 
 
@@ -400,22 +439,36 @@ def get_message(db: Session, message_id: int) -> ChatMessage | None:
 
 
 def list_messages(
-    db: Session, session_id: str, page: int = 1, page_size: int = 50, order: Order = "asc"
+    db: Session | Connection,
+    session_id: str,
+    page: int = 1,
+    page_size: int = 50,
+    order: Order = "asc",
+    *,
+    columns: Columns = None,
 ) -> list[ChatMessage]:
-    """One page of the session's live messages, oldest first (`order="desc"`: pages from the newest)."""
+    """One page of the session's live messages, oldest first (`order="desc"`: pages from the newest);
+    as rows of `columns` when given (any executor, a Core connection too)."""
     key = ChatMessage.message_id.asc() if order == "asc" else ChatMessage.message_id.desc()
     query = (
-        sa.select(ChatMessage)
+        sa.select(*(columns or (ChatMessage,)))
         .where(_live_messages(session_id))
         .order_by(key)
         .offset((page - 1) * page_size)
         .limit(page_size)
     )
-    return list(db.scalars(query))
+    return _messages(db, query, columns)
 
 
 def list_messages_from_end(
-    db: Session, session_id: str, page: int, page_size: int, order: Order, total: int
+    db: Session | Connection,
+    session_id: str,
+    page: int,
+    page_size: int,
+    order: Order,
+    total: int,
+    *,
+    columns: Columns = None,
 ) -> list[ChatMessage]:
     """The same page as `list_messages(db, session_id, page, page_size, order)`, read from the other end.
 
@@ -428,21 +481,23 @@ def list_messages_from_end(
         return []
     reverse = ChatMessage.message_id.desc() if order == "asc" else ChatMessage.message_id.asc()
     query = (
-        sa.select(ChatMessage)
+        sa.select(*(columns or (ChatMessage,)))
         .where(_live_messages(session_id))
         .order_by(reverse)
         .offset(max(0, total - offset - page_size))
         .limit(min(page_size, total - offset))
     )
-    return list(db.scalars(query))[::-1]
+    return _messages(db, query, columns)[::-1]
 
 
 def list_messages_by_cursor(
-    db: Session,
+    db: Session | Connection,
     session_id: str,
     before_id: int | None = None,
     after_id: int | None = None,
     limit: int = 50,
+    *,
+    columns: Columns = None,
 ) -> list[ChatMessage]:
     """Up to `limit` live messages just older than `before_id`, or just newer than `after_id`, oldest first.
 
@@ -451,14 +506,14 @@ def list_messages_by_cursor(
     `message_id > ? ORDER BY message_id ASC LIMIT ?`; as fast on the millionth message as on the first.
     With neither cursor: the newest `limit`. The cursor need not be a live message (or exist at all).
     """
-    query = sa.select(ChatMessage).where(_live_messages(session_id))
+    query = sa.select(*(columns or (ChatMessage,))).where(_live_messages(session_id))
     if after_id is not None:
         query = query.where(ChatMessage.message_id > after_id).order_by(ChatMessage.message_id.asc())
-        return list(db.scalars(query.limit(limit)))
+        return _messages(db, query.limit(limit), columns)
     if before_id is not None:
         query = query.where(ChatMessage.message_id < before_id)
     query = query.order_by(ChatMessage.message_id.desc()).limit(limit)
-    return list(db.scalars(query))[::-1]
+    return _messages(db, query, columns)[::-1]
 
 
 def last_message(db: Session, session_id: str, role: str) -> ChatMessage | None:

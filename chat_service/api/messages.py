@@ -34,7 +34,7 @@ def get_message(session_id, message_id):
 def list_messages(args, session_id):
     """A page of the session's messages, oldest first (`order=desc`: from the newest); or, with
     `before_id`/`after_id`, the `page_size` messages just older/newer than that id."""
-    return messages.message_page(current_user_id(), session_id, args)
+    return messages.message_page(current_user_id(), session_id, args, brief=True)
 
 
 @bp.delete("/messages/<message_id>")

@@ -34,7 +34,7 @@ def create_session(data):
 @bp.get("/sessions/<session_id>")
 @response(SessionDetailSchema)
 def get_session(session_id):
-    return sessions.owned_session(current_user_id(), session_id)
+    return sessions.owned_session_row(current_user_id(), session_id)
 
 
 @bp.post("/sessions")

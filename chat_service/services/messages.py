@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from flask import current_app
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.models import ChatMessage
-from chat_service.services.sessions import owned_session
+from chat_service.services.sessions import owned_session, owned_session_row
 from shared.errors import BadRequest, Forbidden, MessageNotFound, OperationFailed, SessionNotFound
 from shared.paging import Page
+
+Executor = Session | Connection
+Columns = crud.Columns
 
 _MAX_ID = 2**63 - 1
 
@@ -40,7 +45,8 @@ def owned_message(user_id: str, message_id: str, session_id: str | None = None) 
 
 def post_message(user_id: str, session_id: str, content: str, role: str = "user") -> ChatMessage:
     """Store a message in the user's session, counted on it atomically."""
-    return store_message(owned_session(user_id, session_id).session_id, content, role, user_id=user_id)
+    session = owned_session_row(user_id, session_id, db.session)  # its row: no ORM object to load
+    return store_message(session.session_id, content, role, user_id=user_id)
 
 
 def store_message(
@@ -56,28 +62,34 @@ def store_message(
 
 
 def list_messages(
-    user_id: str, session_id: str, page: Page, order: str = "asc"
-) -> tuple[list[ChatMessage], int]:
-    """A page of the session's messages and their total (the session's maintained count)."""
-    session = owned_session(user_id, session_id)
+    db: Executor, columns: Columns, user_id: str, session_id: str, page: Page, order: str = "asc"
+) -> tuple[list, int]:
+    """A page of the session's messages (objects, or rows of `columns`) and their total (the session's
+    maintained count)."""
+    session = owned_session_row(user_id, session_id, db)
     total = session.message_count
+    sid = session.session_id
     if page.offset > total // 2:  # nearer the end: walk the index from there (same rows, fewer skipped)
-        items = crud.list_messages_from_end(
-            db.session, session.session_id, page.page, page.page_size, order, total
-        )
+        items = crud.list_messages_from_end(db, sid, page.page, page.page_size, order, total, columns=columns)
     else:
-        items = crud.list_messages(db.session, session.session_id, page.page, page.page_size, order)
+        items = crud.list_messages(db, sid, page.page, page.page_size, order, columns=columns)
     return items, total
 
 
 def list_messages_by_cursor(
-    user_id: str, session_id: str, page_size: int, before_id: int | None = None, after_id: int | None = None
-) -> tuple[list[ChatMessage], int, bool]:
+    db: Executor,
+    columns: Columns,
+    user_id: str,
+    session_id: str,
+    page_size: int,
+    before_id: int | None = None,
+    after_id: int | None = None,
+) -> tuple[list, int, bool]:
     """The `page_size` messages just older than `before_id` (or just newer than `after_id`), oldest first,
     the session's total, and whether there are more beyond them in that direction."""
-    session = owned_session(user_id, session_id)
+    session = owned_session_row(user_id, session_id, db)
     rows = crud.list_messages_by_cursor(
-        db.session, session.session_id, before_id=before_id, after_id=after_id, limit=page_size + 1
+        db, session.session_id, before_id=before_id, after_id=after_id, limit=page_size + 1, columns=columns
     )
     has_more = len(rows) > page_size
     if has_more:  # the extra row is the farthest from the cursor
@@ -117,14 +129,22 @@ def delete_message(user_id: str, message_id: str) -> None:
     events.message_deleted(message.session_id, message.message_id)
 
 
-def message_page(user_id: str, session_id: str, args: dict) -> dict:
+def message_page(user_id: str, session_id: str, args: dict, *, brief: bool = False) -> dict:
     """A list-messages response from its loaded query: by cursor when `before_id`/`after_id` is given,
-    else by page number."""
+    else by page number. `brief`: the REST route's four fields, read as rows on a Core connection (no
+    ORM session: its hot path); else whole message objects (the view route)."""
+    if not brief:
+        return _message_page(db.session, None, user_id, session_id, args)
+    with db.engine.connect() as connection:
+        return _message_page(connection, crud.BRIEF_COLUMNS, user_id, session_id, args)
+
+
+def _message_page(db: Executor, columns: Columns, user_id: str, session_id: str, args: dict) -> dict:
     if args["before_id"] is not None or args["after_id"] is not None:
         items, total, has_more = list_messages_by_cursor(
-            user_id, session_id, args["page_size"], args["before_id"], args["after_id"]
+            db, columns, user_id, session_id, args["page_size"], args["before_id"], args["after_id"]
         )
         return {"items": items, "total": total, "page_size": args["page_size"], "has_more": has_more}
     page = Page(args["page"], args["page_size"])
-    items, total = list_messages(user_id, session_id, page, args["order"])
+    items, total = list_messages(db, columns, user_id, session_id, page, args["order"])
     return {"items": items, "total": total, "page": page.page, "page_size": page.page_size}

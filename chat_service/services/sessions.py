@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime, timedelta
 
 from flask import current_app
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.orm import Session
 
 from chat_service import crud, events, live
 from chat_service.extensions import db
@@ -26,7 +28,20 @@ def parse_session_id(raw: str) -> str:
 
 def owned_session(user_id: str, session_id: str) -> ChatSession:
     """The user's live session; 7001 if there is none, 403 if it is someone else's."""
-    session = crud.get_session(db.session, parse_session_id(session_id))
+    return _owned(user_id, crud.get_session(db.session, parse_session_id(session_id)))
+
+
+def owned_session_row(user_id: str, session_id: str, executor: Session | Connection | None = None) -> Row:
+    """`owned_session`'s checks, the session as a row of its own columns (crud.SESSION_COLUMNS), read
+    with `executor` (else on a Core connection of its own): for the hot read routes."""
+    canonical = parse_session_id(session_id)
+    if executor is not None:
+        return _owned(user_id, crud.session_row(executor, canonical))
+    with db.engine.connect() as own:
+        return _owned(user_id, crud.session_row(own, canonical))
+
+
+def _owned(user_id: str, session: ChatSession | Row | None) -> ChatSession | Row:
     if session is None:
         raise SessionNotFound()
     if session.user_id != user_id:
