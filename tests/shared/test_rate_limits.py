@@ -225,3 +225,51 @@ def test_with_redis_every_app_of_a_deployment_shares_one_count(redis_url, chat_d
     finally:
         for app in (first, second):
             release(app)
+
+
+def test_this_processes_counts_answer_as_the_limits_librarys_memory_storage(monkeypatch):
+    """ProcessCounts against the library's sliding window counter on MemoryStorage, on one fake clock:
+    the same hits allowed, the same remaining and reset times, windows sliding, keys cleared."""
+    import random
+
+    from limits.storage import MemoryStorage
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
+    from shared.rate_limits import ProcessCounts
+
+    clock = [1_796_000_000.123]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    library = SlidingWindowCounterRateLimiter(MemoryStorage())
+    ours = ProcessCounts()
+    rules = [parse_rule("x", "5/second"), parse_rule("y", "20/minute"), parse_rule("z", "3/10 seconds")]
+    rng = random.Random(15)
+    for step in range(4000):
+        clock[0] += rng.choice([0.0, 0.001, 0.05, 0.3, 1.0, 7.5, 61.0])
+        rule, user, action = rng.choice(rules), rng.choice(["a", "b"]), rng.random()
+        if action < 0.7:
+            cost = rng.choice([1, 1, 1, 2, 50])
+            assert ours.hit(rule, "n", user, cost=cost) == library.hit(rule, "n", user, cost=cost), step
+        elif action < 0.97:
+            got, expected = ours.get_window_stats(rule, "n", user), library.get_window_stats(rule, "n", user)
+            assert got.remaining == expected.remaining, step
+            assert got.reset_time == pytest.approx(expected.reset_time, abs=1e-6), step
+        else:
+            ours.clear(rule, "n", user)
+            library.clear(rule, "n", user)
+    library.storage.timer.cancel()
+
+
+def test_this_processes_counts_forget_users_no_longer_seen(monkeypatch):
+    from shared.rate_limits import ProcessCounts
+
+    clock = [1_796_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    counts, rule = ProcessCounts(), parse_rule("x", "100/minute")
+    monkeypatch.setattr(ProcessCounts, "SWEEP_EVERY", 10)
+    for user in range(10):
+        counts.hit(rule, "n", str(user))
+    assert len(counts) == 10
+    clock[0] += 121  # both windows of those ten are over
+    for _ in range(10):
+        counts.hit(rule, "n", "still-here")
+    assert len(counts) == 1
