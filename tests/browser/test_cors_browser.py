@@ -86,7 +86,9 @@ def services(chat_database, conversation_database, origins) -> Iterator[dict[str
             clear_tables(chat_db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
             chat_db.engine.dispose()
         with conversation_app.app_context():
-            clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
+            clear_tables(
+                conversation_db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
+            )
             conversation_db.engine.dispose()
 
 

@@ -93,7 +93,9 @@ def live_conversation(conversation_database):
     with serve(app) as url:
         yield url, app
     with app.app_context():
-        clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
+        clear_tables(
+            conversation_db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
+        )
         conversation_db.engine.dispose()
 
 

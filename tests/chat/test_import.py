@@ -138,7 +138,9 @@ def other_deployment(database_server):
         yield Linked(ApiClient(app, ALICE), ApiClient(conversation_app, ALICE), app)
         close_chat_app(app)
     with conversation_app.app_context():
-        clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
+        clear_tables(
+            conversation_db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
+        )
         conversation_db.engine.dispose()
 
 

@@ -134,7 +134,7 @@ def conversation_service(url: str, direct_url: str) -> Iterator[Service]:
         conversation_db.engine.dispose()
     cleanup = create_conversation_app(base_environ(direct_url))
     with cleanup.app_context():
-        clear_tables(conversation_db, ["ai_conversations"])
+        clear_tables(conversation_db, ["ai_conversations", "conversation_user_counts"])
         conversation_db.engine.dispose()
 
 

@@ -161,7 +161,12 @@ def service(request, chat_database, conversation_database) -> Iterator[Service]:
         yield Service(app, known, bodies)
     with app.app_context():
         chat_tables = ["chat_messages", "chat_sessions", "chat_sync_outbox"]
-        clear_tables(db, chat_tables if chat else ["ai_conversations", "conversation_sync_outbox"])
+        clear_tables(
+            db,
+            chat_tables
+            if chat
+            else ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"],
+        )
         db.engine.dispose()
 
 

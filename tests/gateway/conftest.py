@@ -54,7 +54,7 @@ def services(chat_database, conversation_database):
                 clear_tables(chat_db, ["chat_messages", "chat_sessions"])
                 chat_db.engine.dispose()
     with conversation_app.app_context():
-        clear_tables(conversation_db, ["ai_conversations"])
+        clear_tables(conversation_db, ["ai_conversations", "conversation_user_counts"])
         conversation_db.engine.dispose()
 
 

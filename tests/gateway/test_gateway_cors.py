@@ -52,7 +52,9 @@ def cors_services(chat_database, conversation_database):
             clear_tables(chat_db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
             chat_db.engine.dispose()
         with conversation_app.app_context():
-            clear_tables(conversation_db, ["ai_conversations", "conversation_sync_outbox"])
+            clear_tables(
+                conversation_db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
+            )
             conversation_db.engine.dispose()
 
 

@@ -24,7 +24,7 @@ from tests.databases import clear_tables
 from tests.processes import free_port
 
 CHAT_TABLES = ["chat_messages", "chat_sessions", "chat_sync_outbox"]
-CONVERSATION_TABLES = ["ai_conversations", "conversation_sync_outbox"]
+CONVERSATION_TABLES = ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.05) -> Any:
