@@ -80,15 +80,17 @@ def _compile(schema: Schema) -> Dump:
 
     def one(obj: Any) -> dict:
         out = {}
-        plain = type(obj) is dict
+        # A dict and a row are read by key (a row's attributes cost five times its mapping's items);
+        # marshmallow falls back to an attribute of either.
+        items = obj if type(obj) is dict else obj._mapping if isinstance(obj, Row) else None
         for key, source, convert, default in plan:
             if source is None:  # marshmallow's own serialize, missing included
                 value = convert(obj)
                 if value is not missing:
                     out[key] = value
                 continue
-            if plain:  # marshmallow falls back to an attribute of the dict too
-                value = obj[source] if source in obj else getattr(obj, source, missing)
+            if items is not None:
+                value = items[source] if source in items else getattr(obj, source, missing)
             else:
                 value = _value(obj, source)
             if value is missing:
@@ -102,9 +104,8 @@ def _compile(schema: Schema) -> Dump:
 
 
 def _value(obj: Any, key: str) -> Any:
-    """marshmallow's `utils.get_value` for an undotted key: an item first, else an attribute (at once
-    for a SQLAlchemy row, whose items are by position)."""
-    if isinstance(obj, Row) or not hasattr(obj, "__getitem__"):
+    """marshmallow's `utils.get_value` for an undotted key: an item first, else an attribute."""
+    if not hasattr(obj, "__getitem__"):
         return getattr(obj, key, missing)
     try:
         return obj[key]

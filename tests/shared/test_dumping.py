@@ -118,3 +118,21 @@ def test_every_output_schema_dumps_an_object_of_nones_like_marshmallow(schema_cl
             dumper(schema)(obj)
         return
     assert shared.dumping._identical(dumper(schema)(obj), expected)
+
+
+def test_a_sqlalchemy_row_is_read_by_its_columns_as_marshmallow_reads_it():
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as connection:
+        both = connection.execute(sa.text("SELECT 'x' AS label, 3 AS number")).first()
+        label_only = connection.execute(sa.text("SELECT 'y' AS label")).first()
+
+    class Numbered(Schema):
+        label = fields.String()
+        number = fields.Integer()
+
+    schema = Numbered()
+    for row in (both, label_only):
+        assert shared.dumping._identical(dumper(schema)(row), schema.dump(row))
+    assert dumper(schema)(label_only) == {"label": "y"}
