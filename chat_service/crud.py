@@ -80,7 +80,7 @@ def _commit_keeping(db: Session, row: object) -> None:
         set_committed_value(row, key, value)
 
 
-def mirror(db: Session, session_id: str) -> None:
+def mirror(db: Session | Connection, session_id: str) -> None:
     """Have the session's conversation record follow it: an outbox row (topic `record`) in the open
     transaction, delivered by chat_service.sync once it commits."""
     outbox.enqueue(db, OUTBOX, "record", session_id)
@@ -346,15 +346,19 @@ def create_message(
     that is being deleted.
     """
     now = utcnow()
-    bumped = db.execute(
-        sa.update(ChatSession)
-        .where(_live_session(session_id))
-        .values(message_count=ChatSession.message_count + 1, updated_at=now, **_usage_totals(usage))
+    # Core statements on the session's connection, in its transaction: no ORM execution to set up for
+    # each (the ORM UPDATE evaluated its criteria against the identity map; bench/rest_overhead.py).
+    connection = db.connection()
+    sessions = ChatSession.__table__
+    bumped = connection.execute(
+        sa.update(sessions)
+        .where(sessions.c.session_id == session_id, sessions.c.is_deleted == sa.false())
+        .values(message_count=sessions.c.message_count + 1, updated_at=now, **_usage_totals(usage))
     )
     if bumped.rowcount != 1:
         db.rollback()
         return None
-    mirror(db, session_id)  # the record's activity time follows (one upsert; the session is locked)
+    mirror(connection, session_id)  # the record's activity time follows (one upsert; the session is locked)
     values = {
         "session_id": session_id,
         "role": role,
@@ -367,13 +371,10 @@ def create_message(
         "is_generated": is_generated,
         "search_tokens": index_tokens(content),
     }
-    # On the table (Core): no unit of work to flush, and the search tokens are given, not derived by
-    # the ORM event (bench/rest_overhead.py: the ORM insert was a fifth of a POST /message).
-    inserted = db.execute(
-        ChatMessage.__table__.insert().values(
-            **values, user_id=user_id if user_id is not None else _owner_of(session_id)
-        )
-    )
+    # On the table: no unit of work to flush, the search tokens given (the ORM insert was a fifth of a
+    # POST /message).
+    owner = user_id if user_id is not None else _owner_of(session_id)
+    inserted = connection.execute(ChatMessage.__table__.insert().values(**values, user_id=owner))
     db.commit()
     message = ChatMessage(**values, message_id=inserted.inserted_primary_key[0])
     if user_id is not None:

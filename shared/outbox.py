@@ -32,6 +32,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from shared.tracing import bound_trace_id, current_trace_id, new_trace_id
@@ -67,13 +68,14 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def enqueue(session: Session, table: sa.Table, topic: str, key: str) -> None:
-    """Make `(topic, key)` due now, in the caller's open transaction (nothing is committed here)."""
+def enqueue(session: Session | Connection, table: sa.Table, topic: str, key: str) -> None:
+    """Make `(topic, key)` due now, in the caller's open transaction (nothing is committed here), on an
+    ORM session or a Core connection."""
     now = _now()
     values = {"topic": topic, "key": key, "version": 1, "due_at": now, "attempts": 0}
     values["trace_id"] = current_trace_id()
     changes = {"version": table.c.version + 1, "due_at": now, "attempts": 0, "trace_id": values["trace_id"]}
-    dialect = session.get_bind().dialect.name
+    dialect = (session.dialect if isinstance(session, Connection) else session.get_bind().dialect).name
     if dialect in ("mysql", "mariadb"):
         statement = mysql.insert(table).values(values).on_duplicate_key_update(**changes)
     elif dialect in ("postgresql", "sqlite"):
