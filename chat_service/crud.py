@@ -8,6 +8,7 @@ hides its messages too. Where the seed's return lines swap "object" and "list" (
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -450,15 +451,8 @@ def list_messages(
 ) -> list[ChatMessage]:
     """One page of the session's live messages, oldest first (`order="desc"`: pages from the newest);
     as rows of `columns` when given (any executor, a Core connection too)."""
-    key = ChatMessage.message_id.asc() if order == "asc" else ChatMessage.message_id.desc()
-    query = (
-        sa.select(*(columns or (ChatMessage,)))
-        .where(_live_messages(session_id))
-        .order_by(key)
-        .offset((page - 1) * page_size)
-        .limit(page_size)
-    )
-    return _messages(db, query, columns)
+    offset = (page - 1) * page_size
+    return _page(db, columns, order, {"session_id": session_id, "offset": offset, "limit": page_size})
 
 
 def list_messages_from_end(
@@ -480,15 +474,28 @@ def list_messages_from_end(
     offset = (page - 1) * page_size
     if offset >= total:
         return []
-    reverse = ChatMessage.message_id.desc() if order == "asc" else ChatMessage.message_id.asc()
-    query = (
+    reverse = "desc" if order == "asc" else "asc"
+    window = {"offset": max(0, total - offset - page_size), "limit": min(page_size, total - offset)}
+    return _page(db, columns, reverse, {"session_id": session_id, **window})[::-1]
+
+
+@functools.cache
+def _page_query(columns: Columns, order: Order) -> sa.Select:
+    """A page of a session's live messages in `order`, built once per shape (its SQL and cache key
+    too), with the session, offset and limit as parameters."""
+    key = ChatMessage.message_id.asc() if order == "asc" else ChatMessage.message_id.desc()
+    return (
         sa.select(*(columns or (ChatMessage,)))
-        .where(_live_messages(session_id))
-        .order_by(reverse)
-        .offset(max(0, total - offset - page_size))
-        .limit(min(page_size, total - offset))
+        .where(_live_messages(sa.bindparam("session_id")))
+        .order_by(key)
+        .offset(sa.bindparam("offset"))
+        .limit(sa.bindparam("limit"))
     )
-    return _messages(db, query, columns)[::-1]
+
+
+def _page(db: Session | Connection, columns: Columns, order: Order, parameters: dict) -> list:
+    result = db.execute(_page_query(columns, order), parameters)
+    return list(result.scalars() if columns is None else result)
 
 
 def list_messages_by_cursor(
