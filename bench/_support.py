@@ -33,11 +33,13 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered), int(rank)) - 1]
 
 
-def migrate(database_url: str) -> None:
-    """chat_service's migrations, up to head, on `database_url`."""
+def migrate(database_url: str, service: str = "chat_service") -> None:
+    """A service's migrations (chat_service's by default), up to head, on `database_url`."""
+    import importlib
+
     from flask_migrate import upgrade
 
-    from chat_service import create_app
+    create_app = importlib.import_module(service).create_app
 
     # No outbox worker in the bench's own process: it would poll the database under test all along.
     config = {

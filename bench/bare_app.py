@@ -91,24 +91,10 @@ class Refused(Exception):
         self.status, self.code, self.message, self.data = status, code, message, data
 
 
-def create_app() -> Flask:
-    app = Flask(__name__)
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
-    url = os.environ["DATABASE_URL"]
-    secret = os.environ["JWT_SECRET"]
-    sqlite = url.startswith("sqlite")
-    engine = sa.create_engine(url, connect_args={"timeout": 15} if sqlite else {})
-    if sqlite:
+def enveloping(app: Flask, success: str):
+    """The app's envelope (`success`: the service's success message), refusals answered in it."""
 
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-    def envelope(data, status=200, code=200, message="success"):
+    def envelope(data, status=200, code=200, message=success):
         trace_id = uuid.uuid4().hex
         body = {
             "code": code,
@@ -126,17 +112,44 @@ def create_app() -> Flask:
     def _refused(error: Refused):
         return envelope(error.data, error.status, error.code, error.message)
 
+    return envelope
+
+
+def bearer_user(secret: str) -> str:
+    """The request's user: the bearer token's `sub` (HS256, `exp` and `sub` required, 30 s leeway)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise Refused(401, 401, "未认证")
+    try:
+        claims = jwt.decode(
+            token.strip(), secret, algorithms=["HS256"], leeway=30, options={"require": ["exp", "sub"]}
+        )
+    except jwt.PyJWTError:
+        raise Refused(401, 401, "未认证") from None
+    return str(claims["sub"])
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    url = os.environ["DATABASE_URL"]
+    secret = os.environ["JWT_SECRET"]
+    sqlite = url.startswith("sqlite")
+    engine = sa.create_engine(url, connect_args={"timeout": 15} if sqlite else {})
+    if sqlite:
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    envelope = enveloping(app, "success")
+
     def user_id() -> str:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            raise Refused(401, 401, "未认证")
-        try:
-            claims = jwt.decode(
-                token.strip(), secret, algorithms=["HS256"], leeway=30, options={"require": ["exp", "sub"]}
-            )
-        except jwt.PyJWTError:
-            raise Refused(401, 401, "未认证") from None
-        return str(claims["sub"])
+        return bearer_user(secret)
 
     def owned_session(conn, user: str, raw_id: str):
         try:
@@ -301,35 +314,10 @@ def create_conversation_app() -> Flask:
     columns.append(conversations.c.chat_session_id)
     order = (conversations.c.is_pinned.desc(), conversations.c.created_time.desc(), conversations.c.id.desc())
 
-    def envelope(data, status=200, code=200, message="操作成功"):
-        trace_id = uuid.uuid4().hex
-        body = {
-            "code": code,
-            "message": message,
-            "data": data,
-            "timestamp": time.time_ns() // 1_000_000,
-            "traceId": trace_id,
-        }
-        response = app.json.response(body)
-        response.status_code = status
-        response.headers["X-Trace-Id"] = trace_id
-        return response
-
-    @app.errorhandler(Refused)
-    def _refused(error: Refused):
-        return envelope(error.data, error.status, error.code, error.message)
+    envelope = enveloping(app, "操作成功")
 
     def user_id() -> str:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            raise Refused(401, 401, "未认证")
-        try:
-            claims = jwt.decode(
-                token.strip(), secret, algorithms=["HS256"], leeway=30, options={"require": ["exp", "sub"]}
-            )
-        except jwt.PyJWTError:
-            raise Refused(401, 401, "未认证") from None
-        return str(claims["sub"])
+        return bearer_user(secret)
 
     def integer(name: str, default: int, high: int) -> int:
         raw = request.args.get(name, default)

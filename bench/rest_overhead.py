@@ -139,22 +139,6 @@ def seed_conversations(url: str, count: int) -> None:
     engine.dispose()
 
 
-def migrate_conversations(database_url: str) -> None:
-    """conversation_service's migrations, up to head, on `database_url`."""
-    from flask_migrate import upgrade
-
-    from conversation_service import create_app
-
-    config = {
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": SECRET,
-        "LOG_LEVEL": "WARNING",
-        "OUTBOX_WORKER": "false",
-    }
-    with create_app(config).app_context():
-        upgrade()
-
-
 def _strip(value, blanked=CHAT_BLANKED):
     """The JSON with what differs by nature between two answers (times, trace ids, new ids) blanked."""
     if isinstance(value, dict):
@@ -288,7 +272,7 @@ def bench_conversations(database_url: str | None, args, load, workdir: Path) -> 
         temporary_database(database_url, "rest_conv_bare") as bare_db,
     ):
         for url in (ours_db, bare_db):
-            migrate_conversations(url)
+            migrate(url, "conversation_service")
             seed_conversations(url, args.conversations)
         backend = sa.make_url(ours_db).get_backend_name()
         common = {"JWT_SECRET": SECRET, "LOG_LEVEL": "WARNING"}
