@@ -69,13 +69,7 @@ def _commit_keeping(db: Session, row: object) -> None:
     """Commit, keeping the values just written to `row` loaded. A commit expires them, and the next
     read of any would cost a SELECT returning exactly what was written (bench/rest_overhead.py)."""
     db.flush()
-    state = sa.inspect(row)
-    # Those the INSERT computed in SQL are not known without a read: left to load if ever asked.
-    values = {
-        attr.key: getattr(row, attr.key)
-        for attr in state.mapper.column_attrs
-        if attr.key not in state.unloaded
-    }
+    values = {attr.key: getattr(row, attr.key) for attr in sa.inspect(row).mapper.column_attrs}
     db.commit()
     for key, value in values.items():
         set_committed_value(row, key, value)
