@@ -1,6 +1,8 @@
 """CPU per AI turn in the chat_service worker: a turn of 200 deltas streamed to 2 sockets, under the
 production gunicorn config (one gevent worker), the echo provider with no delay (the provider's own cost
-is a few microseconds: splitting the question into words). Worker CPU is read from /proc (user + system
+is a few microseconds: splitting the question into words). With no delay the pieces come faster than
+they are sent and arrive as a few larger deltas (chat_service/live/arrivals.py); `--delay 0.002` paces
+them so each goes out alone. Worker CPU is read from /proc (user + system
 time) around N turns; `--profile` also samples the worker with py-spy when it is installed.
 
     python bench/turn_cpu.py --turns 100
@@ -42,11 +44,17 @@ def worker_of(master: int) -> int:
     return int(children[0])
 
 
+DELTA_FRAMES: list[int] = []  # delta frames each turn's sender received
+
+
 def until(client: Client, kind: str, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
+    deltas = 0
     while time.monotonic() < deadline:
         frame = json.loads(client.receive(timeout=timeout))
+        deltas += frame["type"] == "delta"
         if frame["type"] == kind:
+            DELTA_FRAMES.append(deltas)
             return frame
         if frame["type"] == "error":
             raise RuntimeError(frame)
@@ -56,6 +64,9 @@ def until(client: Client, kind: str, timeout: float = 20) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds between the echo's pieces (0: a burst)"
+    )
     parser.add_argument("--profile", help="an SVG flame graph of the worker during the turns (py-spy)")
     args = parser.parse_args()
     print("command:", command_line())
@@ -68,7 +79,7 @@ def main() -> None:
             "DATABASE_URL": database,
             "JWT_SECRET": SECRET,
             "LOG_LEVEL": "WARNING",
-            "ECHO_DELAY_SECONDS": "0",
+            "ECHO_DELAY_SECONDS": str(args.delay),
             "RATE_LIMITS": "false",
             "OUTBOX_WORKER": "false",  # mirroring to conversation_service is another process's cost
             "TITLE_GENERATION": "false",
@@ -101,6 +112,7 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
+            DELTA_FRAMES.clear()
             before, started = cpu_seconds(pid), time.perf_counter()
             for _ in range(args.turns):
                 turn()
@@ -112,6 +124,11 @@ def main() -> None:
             watcher.close()
     per_turn = cpu / args.turns * 1000
     print(f"{args.turns} turns of {DELTAS} deltas to 2 sockets in {wall:.2f} s")
+    frames = sorted(DELTA_FRAMES[::2])  # the sender's count of each turn
+    print(
+        f"delta frames per turn (the {DELTAS} provider pieces, coalesced as they arrived):"
+        f" median {frames[len(frames) // 2]}, max {frames[-1]}"
+    )
     print(f"worker CPU {cpu:.2f} s: {per_turn:.2f} ms per turn ({per_turn / DELTAS * 1000:.0f} us per delta)")
     if args.profile:
         print(f"profile: {args.profile}" if profiler else "profile: py-spy is not installed")

@@ -12,21 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import threading
 from collections import deque
 
-
-def _spawn(work):
-    """Run `work` in a new greenlet under gevent (cheap, and never waits: `Thread.start` waits for the
-    thread to run, which for a frame to 1,000 sockets costs 1,000 switches), else in a new thread."""
-    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("threading"):
-        import gevent
-
-        return gevent.spawn(work)
-    thread = threading.Thread(target=work, name="ws-writer", daemon=True)
-    thread.start()
-    return thread
+from chat_service.live.background import spawn
 
 
 class Outbox:
@@ -64,7 +53,7 @@ class Outbox:
             self._frames += 1
             self._bytes += len(data)
             if self._writer is None:
-                self._writer = _spawn(self._write)
+                self._writer = spawn(self._write, "ws-writer")
         return size
 
     sendall = send

@@ -26,8 +26,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chat_service import crud, events, metrics
 from chat_service.extensions import db
+from chat_service.live.arrivals import Arrivals
 from chat_service.providers.base import (
     Delta,
+    Event,
     Finished,
     Linked,
     Paused,
@@ -133,37 +135,49 @@ class Runner:
     def _relay(
         self, turn: Turn, request: TurnRequest
     ) -> tuple[Finished | Paused | None, ProviderError | None]:
-        """Stream the provider's events to the sockets: the event that ended the reply (None if it
-        stopped short), and the failure that ended it early, if any."""
+        """Stream the provider's events to the sockets, a delta per batch of what arrived together
+        (`arrivals.py`): the event that ended the reply (None if it stopped short), and the failure
+        that ended it early, if any."""
         stream = self._provider.start(request)
         turn.stream = stream
+        if turn.stop_requested.is_set():
+            stream.cancel()
         ending = None
         try:
-            with stream:
-                if turn.stop_requested.is_set():
-                    stream.cancel()
-                for event in stream:
-                    ending = self._apply(turn, event) or ending
+            with Arrivals(stream, trace_id=turn.trace_id, name=f"reader-{turn.session_id}") as arrivals:
+                for batch in arrivals:
+                    if turn.stop_requested.is_set():
+                        break  # what the sockets were sent is what is stored
+                    ending = self._apply(turn, batch) or ending
         except ProviderError as error:
             return None, error
         return ending, None
 
-    def _apply(self, turn: Turn, event: object) -> Finished | Paused | None:
-        """Relay one provider event; the event itself when it ends the reply."""
-        match event:
-            case Delta(text=text) | Replace(text=text):
-                self._progress(turn, text, replace=isinstance(event, Replace))
-            case Linked(conversation_id=conversation_id):
-                links.remember(turn, conversation_id)
-                turn.dify_conversation_id = conversation_id
-            case Started(task_id=task_id):
-                log.info("AI turn started", extra={"task_id": task_id, "session_id": turn.session_id})
-            case Finished() | Paused():
-                return event
-        return None
+    def _apply(self, turn: Turn, batch: list[Event]) -> Finished | Paused | None:
+        """Relay a batch of provider events, its pieces as one delta; the event that ends the reply,
+        if the batch holds it."""
+        pieces: list[str] = []
+        replace = False
+        ending = None
+        for event in batch:
+            match event:
+                case Delta(text=text):
+                    pieces.append(text)
+                case Replace(text=text):
+                    pieces, replace = [text], True  # the reply so far, this batch's pieces included
+                case Linked(conversation_id=conversation_id):
+                    links.remember(turn, conversation_id)
+                    turn.dify_conversation_id = conversation_id
+                case Started(task_id=task_id):
+                    log.info("AI turn started", extra={"task_id": task_id, "session_id": turn.session_id})
+                case Finished() | Paused():
+                    ending = event
+        if pieces:
+            self._progress(turn, "".join(pieces), replace=replace)
+        return ending
 
     def _progress(self, turn: Turn, text: str, *, replace: bool) -> None:
-        """One piece: recorded (for `turn_state`) in the same Redis round trip as its frame."""
+        """One delta: recorded (for `turn_state`) in the same Redis round trip as its frame."""
         if turn.seq == 0:
             metrics.first_token(self._provider.name, time.monotonic() - turn.started_at)
         turn.content = text if replace else turn.content + text

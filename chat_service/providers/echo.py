@@ -36,7 +36,8 @@ class EchoStream:
 
     def __iter__(self) -> Iterator[Event]:
         for piece in self._pieces:
-            if self._cancel.wait(self._delay):
+            # With no delay, no wait: under gevent even `wait(0)` arms a timer and yields.
+            if self._cancel.wait(self._delay) if self._delay > 0 else self._cancel.is_set():
                 return
             yield Delta(piece)
         if not self.cancelled:

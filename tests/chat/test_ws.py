@@ -346,3 +346,21 @@ def test_a_database_failure_while_checking_a_socket_is_told_in_an_error_frame(tm
         finally:
             socket.close()
     live_path.of(app).close()
+
+
+def test_a_reply_that_comes_faster_than_it_is_sent_arrives_in_fewer_larger_deltas(
+    live_chat_factory, token, open_socket
+):
+    """The echo with no delay is a provider faster than the relay: its 300 pieces are coalesced into a
+    few deltas (arrivals.py), each numbered, joining to the whole reply, which is stored whole."""
+    base, _app = live_chat_factory(ECHO_DELAY_SECONDS="0", TITLE_GENERATION="false")
+    question = " ".join(f"word{i}" for i in range(300))
+    sid = create_session(base, token)
+    socket = open_socket(base, sid)
+    socket.send({"type": "message", "content": question})
+    frames = socket.until("assistant_message")
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert 1 <= len(deltas) < 300
+    assert "".join(d["data"]["content"] for d in deltas) == question
+    assert [d["data"]["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    assert frames[-1]["data"]["content"] == question
