@@ -7,6 +7,7 @@ is never used as an HMAC secret. `exp` and `sub` are required; `iss`/`aud` are c
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ from shared.errors import Forbidden, Unauthorized
 SERVICE_TYPE = "service"
 USER_HEADER = "X-User-Id"
 MAX_TOKEN_CHARS = 8192  # far above any real token; a bigger one is refused before it is decoded
+HEADER_CACHE_SIZE = 4096  # tokens whose header's alg is remembered (about 1.5 MB at most)
 _USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 
 
@@ -87,9 +89,14 @@ class TokenVerifier:
         return self._keys[alg]
 
 
+@functools.lru_cache(maxsize=HEADER_CACHE_SIZE)
 def _unverified_alg(token: str) -> str:
     """The `alg` a token's JOSE header names, checked for shape first: the header is the client's, so it
-    may be anything (`alg` a list or an object, `kid` a number, a header that is not an object)."""
+    may be anything (`alg` a list or an object, `kid` a number, a header that is not an object).
+
+    Cached by token: a client sends the same token on every request, and `jwt.decode` parses the header
+    again anyway, so a known token's header is read once per request, not twice. Only what the header
+    says is cached (a refusal raises and is not); the signature and claims are checked every time."""
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthorized("malformed token: too long")
     try:

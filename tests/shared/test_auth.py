@@ -83,6 +83,28 @@ def test_forged_tokens_are_401(bare_app, token):
     assert response.get_json()["message"] == "未认证"
 
 
+def test_a_known_tokens_header_is_parsed_once_per_request_and_its_signature_checked_each_time(
+    bare_app, monkeypatch
+):
+    """The header's alg is remembered per token (shared/auth.py); PyJWT's own decode is the one parse
+    left per request. What is remembered is never trusted for more: the claims and the signature of
+    every request are checked."""
+    parsed = []
+    original = jwt.api_jws.PyJWS._load
+
+    def counting(self, token):
+        parsed.append(token)
+        return original(self, token)
+
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_load", counting)
+    token = hs(claims(jti="parsed-once"))
+    for _ in range(3):
+        assert call(bare_app, token).status_code != 401
+    assert len(parsed) == 1 + 3  # our header read on the first request, then PyJWT's decode on each
+    header, _payload, signature = token.split(".")
+    envelope(call(bare_app, f"{header}.{_b64(claims(sub=BOB))}.{signature}"), 401, 401)
+
+
 def test_a_tampered_payload_is_401(bare_app):
     header, _payload, signature = hs(claims()).split(".")
     forged = f"{header}.{_b64(claims(sub=BOB))}.{signature}"
