@@ -346,11 +346,10 @@ def create_message(
     connection = db.connection()
     totals = _usage_totals(usage)
     if totals:
-        sessions = ChatSession.__table__
         bump = (
-            sa.update(sessions)
-            .where(sessions.c.session_id == session_id, sessions.c.is_deleted == sa.false())
-            .values(message_count=sessions.c.message_count + 1, updated_at=now, **totals)
+            sa.update(_sessions)
+            .where(_sessions.c.session_id == session_id, _sessions.c.is_deleted == sa.false())
+            .values(message_count=_sessions.c.message_count + 1, updated_at=now, **totals)
         )
         bumped = connection.execute(bump)
     else:  # most messages: the statement built once, the values bound
@@ -373,11 +372,10 @@ def create_message(
     }
     # On the table: no unit of work to flush, the search tokens given (the ORM insert was a fifth of a
     # POST /message).
-    owner = user_id if user_id is not None else _owner_of(session_id)
     if user_id is not None:
-        inserted = connection.execute(_INSERT_MESSAGE, values | {"user_id": owner})
+        inserted = connection.execute(_INSERT_MESSAGE, values | {"user_id": user_id})
     else:
-        inserted = connection.execute(ChatMessage.__table__.insert().values(**values, user_id=owner))
+        inserted = connection.execute(_INSERT_MESSAGE.values(**values, user_id=_owner_of(session_id)))
     db.commit()
     message = ChatMessage(**values, message_id=inserted.inserted_primary_key[0])
     if user_id is not None:

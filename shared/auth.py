@@ -22,7 +22,7 @@ from shared.errors import Forbidden, Unauthorized
 SERVICE_TYPE = "service"
 USER_HEADER = "X-User-Id"
 MAX_TOKEN_CHARS = 8192  # far above any real token; a bigger one is refused before it is decoded
-HEADER_CACHE_SIZE = 4096  # tokens whose header's alg is remembered (about 1.5 MB at most)
+HEADER_CACHE_SIZE = 4096  # tokens whose alg is remembered: ~1.5 MB of real tokens, 32 MiB at most
 _USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 
 
