@@ -54,8 +54,8 @@ def migrate(database_url: str, service: str = "chat_service") -> None:
 
 @contextmanager
 def temporary_database(database_url: str | None, tag: str) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file without a URL; with a PostgreSQL URL, a database of our own
-    on that server (`bench_<tag>_<pid>`), dropped afterwards."""
+    """A fresh, empty database: a SQLite file without a URL; with a PostgreSQL or MariaDB/MySQL URL, a
+    database of our own on that server (`bench_<tag>_<pid>`), dropped afterwards."""
     if not database_url:
         with tempfile.TemporaryDirectory(prefix=f"bench-{tag}-") as tmp:
             yield f"sqlite:///{tmp}/{tag}.sqlite3"
@@ -63,18 +63,28 @@ def temporary_database(database_url: str | None, tag: str) -> Iterator[str]:
     import sqlalchemy as sa
 
     url = sa.make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit("--database-url: only PostgreSQL (postgresql+psycopg://...) is supported")
     name = f"bench_{tag}_{os.getpid()}"
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        admin_url, quoted = url.set(database="postgres"), f'"{name}"'
+        create, drop = f"CREATE DATABASE {quoted}", f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
+    elif backend in ("mysql", "mariadb"):
+        admin_url, quoted = url, f"`{name}`"
+        create = f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        drop = f"DROP DATABASE IF EXISTS {quoted}"
+    else:
+        raise SystemExit(
+            "--database-url: PostgreSQL (postgresql+psycopg://...) or MariaDB (mysql+pymysql://...)"
+        )
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+        conn.exec_driver_sql(create)
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(drop)
         admin.dispose()
 
 

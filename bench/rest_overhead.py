@@ -4,6 +4,7 @@ settings (one gevent worker), in one run.
 
     python bench/rest_overhead.py                       # SQLite files
     python bench/rest_overhead.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python bench/rest_overhead.py --database-url mysql+pymysql://root@127.0.0.1:3306/test
     python bench/rest_overhead.py --service conversation
 
 Routes: GET a session, GET a page of 50 messages, POST a message; GET a page of 20 conversation records
@@ -357,7 +358,9 @@ def main() -> None:
         "--conversations", type=int, default=100, help="the bench user's conversation records"
     )
     parser.add_argument("--service", choices=["all", "chat", "conversation"], default="all")
-    parser.add_argument("--database-url", help="also run on this PostgreSQL server (own database, dropped)")
+    parser.add_argument(
+        "--database-url", help="also run on this PostgreSQL or MariaDB server (own database, dropped)"
+    )
     parser.add_argument("--load-generator", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
     print("command:", command_line())
