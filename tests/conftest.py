@@ -8,6 +8,7 @@ import pytest
 
 import shared.dumping
 from chat_service import create_app as create_chat_app
+from chat_service import live
 from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
@@ -54,13 +55,26 @@ def chat_database(database_server) -> str:
     return migrated_database(database_server, "chat_test", create_chat_app, chat_db, base_environ)
 
 
+CHAT_TABLES = ["chat_messages", "chat_sessions", "chat_sync_outbox"]
+CONVERSATION_TABLES = ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
+
+
 @pytest.fixture
 def chat_app(chat_database):
+    """chat_service in-process on an empty database. The tables are emptied before the test as well as
+    after: a database lives for the whole run of a worker, so a test must not see what another left.
+    At the end the app's turns are waited for and its background work stopped, so no reply of this
+    test writes into the next one's tables."""
     app = create_chat_app(base_environ(chat_database))
     app.config["TESTING"] = True
-    yield app
     with app.app_context():
-        clear_tables(chat_db, ["chat_messages", "chat_sessions", "chat_sync_outbox"])
+        clear_tables(chat_db, CHAT_TABLES)
+    yield app
+    running = live.of(app)
+    running.turns.wait_idle(timeout=10)
+    running.close()
+    with app.app_context():
+        clear_tables(chat_db, CHAT_TABLES)
         chat_db.engine.dispose()
 
 
@@ -82,11 +96,11 @@ def conversation_database(database_server) -> str:
 def conversation_app(conversation_database):
     app = create_conversation_app(base_environ(conversation_database))
     app.config["TESTING"] = True
+    with app.app_context():
+        clear_tables(conversation_db, CONVERSATION_TABLES)
     yield app
     with app.app_context():
-        clear_tables(
-            conversation_db, ["ai_conversations", "conversation_sync_outbox", "conversation_user_counts"]
-        )
+        clear_tables(conversation_db, CONVERSATION_TABLES)
         conversation_db.engine.dispose()
 
 

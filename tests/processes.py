@@ -58,7 +58,8 @@ def gunicorn_process(
     worker once full.
     """
     port = free_port()
-    command = [str(GUNICORN), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+    graceful = environ.get("GRACEFUL_TIMEOUT", "5")  # the command line wins over a config file's
+    command = [str(GUNICORN), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", graceful]
     command += worker or ["--worker-class", "gthread", "--threads", "16"]
     if pythonpath:
         command += ["--pythonpath", pythonpath]

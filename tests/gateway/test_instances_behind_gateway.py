@@ -32,7 +32,7 @@ from tests.live_probe import eventually, forget_session_keys, redis_url_or_skip
 
 CLAIM_TTL_SECONDS = 3
 ECHO_DELAY_SECONDS = 0.1  # one word every 0.1 s: a turn of 30 words runs 3 s
-GRACEFUL_SECONDS = 5  # what tests.processes gives gunicorn (--graceful-timeout)
+GRACEFUL_SECONDS = 8  # GRACEFUL_TIMEOUT: well above the ~3.5 s an instance takes to go by itself
 
 
 @pytest.fixture(scope="module")

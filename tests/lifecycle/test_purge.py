@@ -50,7 +50,15 @@ def deleted_session_with_messages(stack, count: int = 2, title: str = "t") -> st
     return sid
 
 
+def quiet_outbox(app) -> None:
+    """Stop the app's serving outbox worker, so the purge's own delivery is the only one. (Else that
+    worker may hold a cascade the purge just queued while the purge counts what is left, and the
+    purge rightly reports it as still pending.)"""
+    app.extensions["outbox"].stop()
+
+
 def run_purge(app, *args: str):
+    quiet_outbox(app)
     result = app.test_cli_runner().invoke(args=["purge", *args])
     assert result.exit_code == 0, result.output
     return result
@@ -80,6 +88,7 @@ def test_purge_works_in_batches_of_purge_batch_size(lifecycle_stack):
     sids = [deleted_session_with_messages(lifecycle_stack, 3, f"s{n}") for n in range(5)]
     for sid in sids:
         age_session(app, sid, WINDOW_DAYS + 1)
+    quiet_outbox(app)
     with app.app_context():
         counts = chat_purge.purge()
     assert (counts.session_messages, counts.sessions, counts.sessions_pending) == (15, 5, 0)
@@ -129,6 +138,7 @@ def test_a_failed_cascade_waits_in_the_outbox_and_finishes_later(lifecycle):
     assert sessions_left(lifecycle.chat.app) == {sid}  # the row remembers what is left to delete
     assert ("purge", sid) in outbox_pending(lifecycle.chat.app, CHAT_OUTBOX)
     lifecycle.start_conversation()
+    lifecycle.chat.app.extensions["outbox"].start()  # the serving worker, as it runs beside the purge
     wait_for(lambda: sessions_left(lifecycle.chat.app) == set(), timeout=30)  # the serving worker did it
     assert record_state(lifecycle, sid) is None
     assert len(lifecycle.dify.delete_requests) == 0  # never linked to a Dify conversation
