@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,3 +162,15 @@ def read_errors(prefix: Path) -> str:
         for name in ("stderr.log", "error.log")
         if (path := prefix / name).exists()
     )
+
+
+def access_log_entries(prefix: Path, wanted: Callable[[dict], bool], timeout: float = 5.0) -> list[dict]:
+    """The gateway's access-log entries that `wanted` accepts, once there are any: nginx writes a
+    request's line when it finalizes the request, which may be just after the client read the answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = [json.loads(line) for line in (prefix / "access.log").read_text().splitlines()]
+        found = [entry for entry in logged if wanted(entry)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)

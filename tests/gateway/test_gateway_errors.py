@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import ALICE
+from tests.gateway.nginx import access_log_entries
 from tests.gateway.test_nginx import ENVELOPE, call
 
 GUNICORN_REQUEST_LINE = 4094  # gunicorn's default limit_request_line
@@ -86,9 +87,9 @@ def test_what_gunicorn_would_answer_in_html_the_gateway_refuses_in_the_envelope(
 
 
 def test_the_gateway_refused_them_itself(gateway, gateway_prefix):
-    send_raw(gateway, request(b"GET /api/chat/sessions/\xc3\xa9 HTTP/1.1"))
-    last = json.loads((gateway_prefix / "access.log").read_text().splitlines()[-1])
-    assert (last["status"], last["upstream"]) == (400, "")
+    answer = assert_envelope(*send_raw(gateway, request(b"GET /api/chat/sessions/\xc3\xa9 HTTP/1.1")), 400)
+    [line] = access_log_entries(gateway_prefix, lambda entry: entry["traceId"] == answer["traceId"])
+    assert (line["status"], line["upstream"]) == (400, "")
 
 
 def test_the_apps_own_json_400_passes_untouched(gateway, token):

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import ALICE
-from tests.gateway.nginx import check_config, free_port, run_gateway
+from tests.gateway.nginx import access_log_entries, check_config, free_port, run_gateway
 from tests.live import Socket
 
 GOOD = "5d0b8880becc47f5870b57aa3cef3a0c"
@@ -103,8 +103,7 @@ def test_without_a_trace_id_the_gateways_request_id_is_the_one_trace(gateway, to
     response = call(gateway, token, "GET", "/api/chat/sessions/123e4567-e89b-12d3-a456-426614174000")
     assert response.status_code == 404 and response.json()["code"] == 7001
     trace_id = response.json()["traceId"]
-    logged = [json.loads(line) for line in (gateway_prefix / "access.log").read_text().splitlines()]
-    [line] = [entry for entry in logged if entry["traceId"] == trace_id]
+    [line] = access_log_entries(gateway_prefix, lambda entry: entry["traceId"] == trace_id)
     assert line["status"] == 404 and line["uri"].startswith("/api/chat/sessions/") and line["upstream"]
 
 
