@@ -21,7 +21,7 @@ from chat_service import live
 from chat_service.extensions import db as chat_db
 from conversation_service import create_app as create_conversation_app
 from conversation_service.extensions import db as conversation_db
-from shared.db import engine_options, unbounded
+from shared.db import PING_AFTER_IDLE_SECONDS, engine_options, unbounded
 from tests.api_client import ApiClient, envelope
 from tests.conftest import ALICE, base_environ
 from tests.databases import clear_tables
@@ -340,3 +340,30 @@ def test_migrations_run_without_the_bounds_and_leave_none_lifted_in_the_pool(net
     with bounded_engine.connect() as connection, unbounded(connection):
         assert connection.execute(sa.text(SLEEP[networked.backend].format(1.5))).scalar() in (None, "", 0)
     test_a_statement_past_the_bound_fails_within_it(networked, bounded_engine)
+
+
+def test_pooled_connections_idle_through_a_restart_are_pinged_and_replaced(service, proxy):
+    """A database restart resets every pooled connection. The pool pings a connection idle for
+    PING_AFTER_IDLE_SECONDS or more before handing it out, so none of the dead ones reaches a request:
+    every request after the restart answers 200."""
+    warm(service)
+    proxy.cut(REFUSE)  # every live connection reset, as a restart does
+    proxy.restore()
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+    for _ in range(6):  # more than the warm pool: each dead connection is met once
+        envelope(service.timed("GET", service.read_path), 200)
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(service, monkeypatch):
+    """The ping is paid only after idleness: back-to-back requests cost no extra round trip."""
+    with service.app.app_context():
+        dialect = service.app.extensions["sqlalchemy"].engine.dialect
+    pings = []
+    ping = dialect.do_ping
+    monkeypatch.setattr(dialect, "do_ping", lambda connection: pings.append(1) or ping(connection))
+    for _ in range(5):
+        envelope(service.timed("GET", service.read_path), 200)
+    assert pings == []
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+    envelope(service.timed("GET", service.read_path), 200)
+    assert pings == [1]
