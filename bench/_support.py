@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.databases import create_and_drop_statements  # noqa: E402
 from tests.processes import gunicorn_process  # noqa: E402
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-000"
@@ -65,20 +66,16 @@ def temporary_database(database_url: str | None, tag: str) -> Iterator[str]:
     url = sa.make_url(database_url)
     name = f"bench_{tag}_{os.getpid()}"
     backend = url.get_backend_name()
-    if backend == "postgresql":
-        admin_url, quoted = url.set(database="postgres"), f'"{name}"'
-        create, drop = f"CREATE DATABASE {quoted}", f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
-    elif backend in ("mysql", "mariadb"):
-        admin_url, quoted = url, f"`{name}`"
-        create = f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        drop = f"DROP DATABASE IF EXISTS {quoted}"
-    else:
+    try:
+        create, drop = create_and_drop_statements(backend, name)
+    except ValueError:
         raise SystemExit(
             "--database-url: PostgreSQL (postgresql+psycopg://...) or MariaDB (mysql+pymysql://...)"
-        )
+        ) from None
+    admin_url = url.set(database="postgres") if backend == "postgresql" else url
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+        conn.exec_driver_sql(drop)
         conn.exec_driver_sql(create)
     try:
         yield url.set(database=name).render_as_string(hide_password=False)

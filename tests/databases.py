@@ -18,6 +18,17 @@ SERVER_URLS = {
 BACKENDS = ("sqlite", *SERVER_URLS)
 
 
+def create_and_drop_statements(backend: str, name: str) -> tuple[str, str]:
+    """The statements that create database `name` on a PostgreSQL or MariaDB/MySQL server (utf8mb4 on
+    MariaDB) and drop it, connections and all (also used by bench/_support.temporary_database)."""
+    if backend == "postgresql":
+        return f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    if backend in ("mysql", "mariadb"):
+        create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        return create, f"DROP DATABASE IF EXISTS `{name}`"
+    raise ValueError(f"no database server statements for {backend!r}")
+
+
 class DatabaseServer:
     """Creates uniquely named databases on one backend and drops them all at the end."""
 
@@ -38,21 +49,13 @@ class DatabaseServer:
         name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
         if self.backend == "sqlite":
             return f"sqlite:///{self._tmp_dir / name}.sqlite3"
-        self._admin(
-            f'CREATE DATABASE "{name}"'
-            if self.backend == "postgresql"
-            else f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
+        self._admin(create_and_drop_statements(self.backend, name)[0])
         self._created.append(name)
         return make_url(self._server_url).set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
         for name in self._created:
-            self._admin(
-                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-                if self.backend == "postgresql"
-                else f"DROP DATABASE IF EXISTS `{name}`"
-            )
+            self._admin(create_and_drop_statements(self.backend, name)[1])
         self._created.clear()
 
     def _admin(self, statement: str) -> None:
