@@ -43,8 +43,9 @@ class SharedConfig:
             or s.text("DATABASE_URL")
             or f"sqlite:///{self.SERVICE_NAME}.sqlite3"
         )
-        pool_size = s.integer("DB_POOL_SIZE", 5, minimum=1)
-        max_overflow = s.integer("DB_MAX_OVERFLOW", 10, minimum=0)
+        # Every connection opened is kept: no overflow to close and reopen in each burst (shared.db).
+        pool_size = s.integer("DB_POOL_SIZE", 15, minimum=1)
+        max_overflow = s.integer("DB_MAX_OVERFLOW", 0, minimum=0)
         try:
             self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(
                 self.SQLALCHEMY_DATABASE_URI,

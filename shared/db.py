@@ -40,8 +40,8 @@ _STATEMENT_TIMEOUT = "_statement_timeout"
 
 def engine_options(
     database_url: str,
-    pool_size: int = 5,
-    max_overflow: int = 10,
+    pool_size: int = 15,
+    max_overflow: int = 0,
     statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
 ) -> dict:
     """Pool and driver options for `database_url`'s backend; `statement_timeout` 0 lifts the bounds.
@@ -53,10 +53,13 @@ def engine_options(
     stops waiting for any answer a moment later (a server that acknowledges but never answers);
     PyMySQL's read and write timeouts bound each socket operation the same way.
 
-    A larger pool does not buy a CPU-bound gevent worker throughput: in bench/mixed_load.py it put more
-    requests in flight at once, each held its connection longer, and more of them timed out waiting
-    (78 503s with 10 + 20 against 5 with 5 + 10). Add workers instead, and keep
-    workers x (pool_size + max_overflow) below the server's connection limit.
+    The pool keeps every connection it opens (15 + 0): QueuePool closes a connection beyond `pool_size`
+    as soon as it comes back, so with 5 + 10 each burst above five requests opened and closed
+    connections again (57 % of a loaded worker's time on MariaDB, where PyMySQL builds an SSL context
+    per connection; bench/rest_overhead.py). A larger total does not buy a CPU-bound gevent worker
+    throughput: in bench/mixed_load.py it put more requests in flight at once, each held its connection
+    longer, and more of them timed out waiting (78 503s with 10 + 20 against 5 with 5 + 10). Add
+    workers instead, and keep workers x (pool_size + max_overflow) below the server's connection limit.
     """
     backend = make_url(database_url).get_backend_name()
     if backend == "sqlite":
