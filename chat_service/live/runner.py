@@ -298,7 +298,13 @@ class Runner:
             message = with_retries(
                 "storing the reply",
                 lambda: crud.create_message(
-                    db.session, turn.session_id, turn.content, "assistant", is_generated=True, **details
+                    db.session,
+                    turn.session_id,
+                    turn.content,
+                    "assistant",
+                    is_generated=True,
+                    user_id=turn.user_id,  # the session's owner (Turns checked it)
+                    **details,
                 ),
                 self._store_retry_seconds,
             )

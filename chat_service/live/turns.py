@@ -34,7 +34,7 @@ from chat_service.models import ChatSession
 from chat_service.providers.base import Provider, Stream, TurnRequest
 from chat_service.services import asks, inputs
 from shared import rate_limits
-from shared.errors import OperationFailed, SessionNotFound, UpstreamFailed
+from shared.errors import Forbidden, OperationFailed, SessionNotFound, UpstreamFailed
 from shared.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -164,6 +164,8 @@ class Turns:
             session = crud.get_session(db.session, session_id)
             if session is None:
                 raise SessionNotFound()
+            if session.user_id != user_id:  # the socket checked it as it opened; both stores rely on it
+                raise Forbidden("the session belongs to another user")
             ask = plan(session)
             turn_inputs = inputs.for_turn(session)  # a 1001 before anything is stored or sent
             turn.dify_conversation_id = session.dify_conversation_id

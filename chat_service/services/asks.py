@@ -24,6 +24,8 @@ from chat_service.services import messages
 from shared.errors import MessageNotFound, OperationFailed
 
 HISTORY_MESSAGES = 20
+# What a turn's history reads of each message: rows of these, not ORM objects.
+_HISTORY_COLUMNS = (ChatMessage.role, ChatMessage.content, ChatMessage.is_generated)
 MAX_REWOUND = 1000  # messages one rerun may delete after its question
 
 
@@ -38,13 +40,17 @@ class Ask:
 
 
 def _history(session_id: str, before_id: int | None = None) -> list[dict]:
-    rows = crud.list_messages_by_cursor(db.session, session_id, before_id=before_id, limit=HISTORY_MESSAGES)
-    return [{"role": m.role, "content": m.content, "generated": m.is_generated} for m in rows]
+    rows = crud.list_messages_by_cursor(
+        db.session, session_id, before_id=before_id, limit=HISTORY_MESSAGES, columns=_HISTORY_COLUMNS
+    )
+    return [{"role": role, "content": content, "generated": generated} for role, content, generated in rows]
 
 
 def _later(session_id: str, message_id: int) -> list[int]:
-    rows = crud.list_messages_by_cursor(db.session, session_id, after_id=message_id, limit=MAX_REWOUND)
-    return [m.message_id for m in rows]
+    rows = crud.list_messages_by_cursor(
+        db.session, session_id, after_id=message_id, limit=MAX_REWOUND, columns=(ChatMessage.message_id,)
+    )
+    return [message_id for (message_id,) in rows]
 
 
 def new_message(session: ChatSession, content: str) -> Ask:
@@ -78,12 +84,13 @@ def _rerun(session: ChatSession, question: ChatMessage, content: str) -> Ask:
 
 
 def apply(ask: Ask, user_id: str, session_id: str) -> int:
-    """Write what the ask changes (idempotent: safe to retry) and return the question's message id."""
+    """Write what the ask changes (idempotent: safe to retry) and return the question's message id;
+    `user_id` owns the session."""
     for message_id in ask.later:
         with contextlib.suppress(MessageNotFound):  # deleted meanwhile, or by an earlier try: the same
             messages.delete_message(user_id, str(message_id))
     if ask.user_message_id is None:
-        ask.user_message_id = messages.store_message(session_id, ask.query).message_id
+        ask.user_message_id = messages.store_message(session_id, ask.query, user_id=user_id).message_id
     elif ask.edited:
         messages.edit_message(user_id, str(ask.user_message_id), ask.query)
     return ask.user_message_id
