@@ -54,8 +54,12 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, close every socket with 1001 (going away) instead of letting them hang to the end."""
+    """The app's startup objects out of the garbage collector's walks (shared/worker_gc.py); on
+    SIGTERM, close every socket with 1001 (going away) instead of letting them hang to the end."""
     from chat_service import live
+    from shared.worker_gc import freeze_startup_objects
+
+    freeze_startup_objects()
 
     hub = live.of(worker.wsgi).hub
 

@@ -42,6 +42,13 @@ def pre_fork(server, worker):
     worker.snowflake_slot = next(slot for slot in range(len(taken) + 1) if slot not in taken)
 
 
+def post_worker_init(worker):
+    """The app's startup objects out of the garbage collector's walks (shared/worker_gc.py)."""
+    from shared.worker_gc import freeze_startup_objects
+
+    freeze_startup_objects()
+
+
 def post_fork(server, worker):
     """With SNOWFLAKE_WORKER_ID set, it is this instance's base: worker ids are base + slot.
 
