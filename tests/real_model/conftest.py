@@ -32,7 +32,7 @@ def llama_python() -> Path | None:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     venv = Path(os.environ.get("LLAMA_VENV", cache / "aichat-backend" / "llama-venv"))
     python = venv / "bin" / "python"
-    return python if (venv / ".installed-v1").exists() and python.exists() else None
+    return python if (venv / ".installed-v2").exists() and python.exists() else None
 
 
 @dataclass(frozen=True)
