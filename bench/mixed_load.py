@@ -297,16 +297,21 @@ def verify(database_url: str, base: str, tokens: dict[str, str], states: list) -
         counts = list(
             conn.execute(
                 sa.text(
+                    # A live session counts its live messages; a deleted one keeps the count of those
+                    # deleted with it (the same deleted_at), which a restore brings back.
                     "SELECT s.session_id, s.message_count, COUNT(m.message_id) AS live "
-                    "FROM chat_sessions s LEFT JOIN chat_messages m "
-                    "ON m.session_id = s.session_id AND m.is_deleted = :no "
+                    "FROM chat_sessions s LEFT JOIN chat_messages m ON m.session_id = s.session_id "
+                    "AND ((s.is_deleted = :no AND m.is_deleted = :no) "
+                    "OR (s.is_deleted = :yes AND m.deleted_at = s.deleted_at)) "
                     "GROUP BY s.session_id, s.message_count"
                 ),
-                {"no": False},
+                {"no": False, "yes": True},
             )
         )
     engine.dispose()
     for mid, (sid, role, content, deleted) in expected_messages.items():
+        # Deleting a session deletes its live messages with it (restorable together, issue 14).
+        deleted = deleted or expected_sessions.get(sid, (None, False))[1]
         row = rows.get(mid)
         if row is None:
             problems["acknowledged message missing from the database"] += 1
