@@ -64,8 +64,9 @@ fuzz: install ## the fuzz tests with FUZZ_MAX_EXAMPLES examples per operation
 # the machine they were measured on in docs/benchmarks.md. rest_overhead uses wrk when installed.
 .PHONY: bench
 bench: install ## every benchmark in bench/, figures and MET/MISSED
-	$(BIN)/python bench/ws_capacity.py
+	$(BIN)/python bench/ws_capacity.py --sockets 10000
 	$(BIN)/python bench/relay_latency.py
+	$(BIN)/python bench/turn_cpu.py --turns 100
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/redis_traffic.py
 	$(BIN)/python bench/slow_consumer.py
