@@ -21,7 +21,9 @@ def test_objects_alive_at_the_freeze_are_out_of_every_collection_and_garbage_is_
     del garbage
     try:
         frozen = freeze_startup_objects()
-        assert frozen == gc.get_freeze_count() > 0
+        # Not compared with gc.get_freeze_count(): other threads of a test worker free frozen objects
+        # meanwhile (CI saw 414,704 returned, 414,700 a moment later).
+        assert frozen > 0 and gc.get_freeze_count() > 0
         assert gc.get_stats()[2]["collected"] > collected_before  # the garbage went first
         assert not any(obj is kept for gen in range(3) for obj in gc.get_objects(generation=gen))
         assert kept.me is kept
