@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 NO_CONTENT = "the provider ended the reply without content"
+# How long a turn's end waits for its Dify conversation id to be stored (services.links retries it).
+LINK_WAIT_SECONDS = 10
 PAUSED = "the AI is waiting for input this chat cannot give; the reply so far was kept"
 _FIRST_DELAY, _MAX_DELAY = 0.2, 2.0
 
@@ -166,7 +168,7 @@ class Runner:
                 case Replace(text=text):
                     pieces, replace = [text], True  # the reply so far, this batch's pieces included
                 case Linked(conversation_id=conversation_id):
-                    links.remember(turn, conversation_id)
+                    turn.linking = links.remember(turn, conversation_id) or turn.linking
                     turn.dify_conversation_id = conversation_id
                 case Started(task_id=task_id):
                     log.info("AI turn started", extra={"task_id": task_id, "session_id": turn.session_id})
@@ -242,6 +244,8 @@ class Runner:
     ) -> tuple[list[dict], bool]:
         """Store the reply (or say why there is none): the frames that announce the outcome, and
         whether the reply was completed."""
+        if turn.linking is not None:  # the next turn must find the Dify conversation on the session
+            turn.linking.join(LINK_WAIT_SECONDS)
         stopped, paused = turn.stop_requested.is_set(), isinstance(ending, Paused)
         provider = self._provider.name
         if stopped:

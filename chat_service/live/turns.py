@@ -82,6 +82,7 @@ class Turn:
     # The session's Dify conversation (as the turn began; then the one the provider named).
     dify_conversation_id: str | None = None
     dify_message_id: str | None = None  # Dify's id of the stored reply (feedback, suggestions)
+    linking: threading.Thread | None = None  # storing the Dify conversation id (services.links)
 
     def snapshot(self) -> dict[str, Any]:
         return {

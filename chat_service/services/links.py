@@ -25,17 +25,20 @@ log = logging.getLogger(__name__)
 STORE_TRIES = 3
 
 
-def remember(turn: Turn, dify_conversation_id: str) -> None:
+def remember(turn: Turn, dify_conversation_id: str) -> threading.Thread | None:
     """Store the Dify conversation id on the session (with its version) and have the session's record
-    follow, in the background. Nothing to do when the session already has this id."""
+    follow, beside the stream; the thread that does it (the turn waits for it before it ends, so the
+    next turn continues this conversation), or None when the session already has this id."""
     if dify_conversation_id == turn.dify_conversation_id:
-        return
-    threading.Thread(
+        return None
+    thread = threading.Thread(
         target=_remember,
         args=(current_app._get_current_object(), turn, dify_conversation_id),
         name=f"link-{turn.session_id}",
         daemon=True,
-    ).start()
+    )
+    thread.start()
+    return thread
 
 
 def _remember(app: Flask, turn: Turn, dify_id: str) -> None:

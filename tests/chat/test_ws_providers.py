@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
+from chat_service.services import links
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
 from tests.conftest import ALICE
 from tests.fakes.dify import DifyTurn, dify_error
@@ -154,6 +157,25 @@ def test_the_chat_goes_on_when_conversation_service_is_down(live_chat_factory, d
     socket.send({"type": "message", "content": "again"})
     assert socket.until("assistant_message")[-1]["data"]["content"] == "Hello from Dify"
     # The Dify conversation is still continued: it was remembered on the session before linking.
+    assert dify.chat_requests[0].json["conversation_id"] == ""
+    assert dify.chat_requests[1].json["conversation_id"] != ""
+
+
+def test_the_next_turn_continues_the_dify_conversation_when_storing_its_id_is_slow(
+    live_chat_factory, dify, token, open_socket, monkeypatch
+):
+    """The Dify conversation id is stored beside the stream, in a thread of its own. A turn that ended
+    before that store did let the next turn start a new Dify conversation (seen once in a fresh-clone
+    `make test`): the session drifted from it. A turn now ends only once its id is stored."""
+    store = links.store
+    monkeypatch.setattr(links, "store", lambda *args: time.sleep(0.5) or store(*args))
+    base, _app = live_chat_factory(AI_PROVIDER="dify", DIFY_API_URL=dify.url, DIFY_API_KEY=dify.api_key)
+    sid = create_session(base, token)
+    socket = open_socket(base, sid, ready=True)
+    socket.send({"type": "message", "content": "hi"})
+    socket.until("assistant_message")
+    socket.send({"type": "message", "content": "again"})
+    socket.until("assistant_message")
     assert dify.chat_requests[0].json["conversation_id"] == ""
     assert dify.chat_requests[1].json["conversation_id"] != ""
 
