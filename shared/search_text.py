@@ -67,6 +67,26 @@ def _class(ranges: list[tuple[int, int]]) -> str:
     )
 
 
+def _terms_patterns(cjk: list[tuple[int, int]], word: list[tuple[int, int]]) -> tuple[re.Pattern, re.Pattern]:
+    """The terms regex for text inside the BMP, and for any text.
+
+    `re` compiles a class wholly inside the BMP to a bitmap, but one reaching past it to a list of
+    ranges tried one by one: with the word class's ~700 ranges that cost about 1 us per character, a
+    quarter of a chat turn's CPU (bench/turn_cpu.py --profile). So each class is split at U+FFFF; text
+    with no character beyond it (nearly all) uses the bitmaps alone, and in other text the slow class is
+    tried only behind a one-range test that the character is beyond the BMP."""
+
+    def halves(ranges: list[tuple[int, int]]) -> tuple[str, str]:
+        bmp = [(low, min(high, 0xFFFF)) for low, high in ranges if low <= 0xFFFF]
+        astral = [(max(low, 0x10000), high) for low, high in ranges if high > 0xFFFF]
+        return f"[{_class(bmp)}]", f"(?={_ASTRAL.pattern})[{_class(astral)}]"
+
+    (cjk_bmp, cjk_astral), (word_bmp, word_astral) = halves(cjk), halves(word)
+    bmp = re.compile(f"(?P<cjk>{cjk_bmp}+)|(?P<word>{word_bmp}+)")
+    full = re.compile(f"(?P<cjk>(?:{cjk_bmp}|{cjk_astral})++)|(?P<word>(?:{word_bmp}|{word_astral})++)")
+    return bmp, full
+
+
 def _word_ranges() -> list[tuple[int, int]]:
     """Code points of letters, digits and combining marks (categories L, N, Mn, Mc) outside CJK."""
     excluded = CJK_RANGES + _NOT_WORD
@@ -84,7 +104,8 @@ def _word_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-_TERMS = re.compile(f"(?P<cjk>[{_class(list(CJK_RANGES))}]+)|(?P<word>[{_class(_word_ranges())}]+)")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+_TERMS_BMP, _TERMS = _terms_patterns(list(CJK_RANGES), _word_ranges())
 _ASCII_WORD = re.compile(f"[a-z0-9]{{1,{WORD_TOKEN_MAX}}}")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -98,8 +119,12 @@ def normalize(text: str) -> str:
 
 def terms(normalized: str) -> Iterator[tuple[str, str]]:
     """(`word` or `cjk`, term) for each term of a normalised text, in order."""
-    for match in _TERMS.finditer(normalized):
+    for match in _term_matches(normalized):
         yield match.lastgroup, match.group()
+
+
+def _term_matches(normalized: str) -> Iterator[re.Match]:
+    return (_TERMS if _ASTRAL.search(normalized) else _TERMS_BMP).finditer(normalized)
 
 
 @lru_cache(maxsize=65_536)
@@ -212,7 +237,7 @@ def highlights(query: Query, text: str) -> list[tuple[int, int]]:
     normalized, origin = _mapped(text)
     spans: list[tuple[int, int]] = []
     words = set(query.words)
-    for match in _TERMS.finditer(normalized):
+    for match in _term_matches(normalized):
         if match.lastgroup == "word":
             if normalize(match.group()) in words:
                 spans.append((match.start(), match.end()))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 import sqlalchemy as sa
 
 from shared.search_text import (
+    CJK_RANGES,
     SNIPPET_CHARS,
     bigram_token,
     highlights,
@@ -54,6 +56,36 @@ def test_cjk_runs_are_cut_from_words_and_punctuation():
 
 def test_half_width_katakana_and_emoji():
     assert list(terms(normalize("ﾀﾜｰ 😀👍🏽 ok"))) == [("cjk", "タワー"), ("word", "ok")]
+
+
+def _kind(point: int) -> str | None:
+    """What the module docstring says a code point is: `cjk`, `word` or None (a separator)."""
+    if any(low <= point <= high for low, high in CJK_RANGES):
+        return "cjk"
+    selector = 0xFE00 <= point <= 0xFE0F or 0xE0100 <= point <= 0xE01EF
+    category = unicodedata.category(chr(point))
+    if 0x30 <= point < 0x20000 and not selector and (category[0] in "LN" or category in ("Mn", "Mc")):
+        return "word"
+    return None
+
+
+def test_every_code_point_is_classed_as_the_docstring_says():
+    """Each code point alone, NUL-separated: the compiled classes (split so the large ones match by
+    bitmap, not range by range) class all of them as a per-character reading of the rules does."""
+    points = [point for point in range(0x110000) if not 0xD800 <= point <= 0xDFFF]
+    found = {term: kind for kind, term in terms("\0".join(map(chr, points)))}
+    assert all(len(term) == 1 for term in found)
+    assert found == {chr(point): kind for point in points if (kind := _kind(point)) is not None}
+
+
+def test_runs_of_mixed_scripts_are_cut_where_the_class_changes():
+    text = "abc\U00020000\U00020001de\U0001d400f\u0301 \U0001b000か"
+    assert list(terms(text)) == [
+        ("word", "abc"),
+        ("cjk", "\U00020000\U00020001"),
+        ("word", "de\U0001d400f\u0301"),  # a mathematical letter (outside the BMP) and a combining mark
+        ("cjk", "\U0001b000か"),
+    ]
 
 
 def test_index_tokens_hold_each_word_unigram_and_bigram_once():
