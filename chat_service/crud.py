@@ -59,6 +59,44 @@ def session_row(db: Session | Connection, session_id: str) -> sa.Row | None:
     return db.execute(_SESSION_ROW, {"session_id": session_id}).first()
 
 
+# An AI turn's two reads, built once (building them per turn was a fifth of a turn's worker CPU:
+# bench/turn_cpu.py --profile): the session's columns a turn uses, and the history before a question.
+TURN_SESSION_COLUMNS = tuple(
+    ChatSession.__table__.c[name] for name in ("session_id", "user_id", "dify_conversation_id", "inputs")
+)
+_TURN_SESSION = sa.select(*TURN_SESSION_COLUMNS).where(
+    ChatSession.__table__.c.session_id == sa.bindparam("session_id"),
+    ChatSession.__table__.c.is_deleted == sa.false(),
+)
+_m = ChatMessage.__table__.c
+_HISTORY = (
+    sa.select(_m.role, _m.content, _m.is_generated)
+    .where(
+        _m.session_id == sa.bindparam("session_id"),
+        _m.is_deleted == sa.false(),
+        _m.message_id < sa.bindparam("before_id", type_=_m.message_id.type),
+    )
+    .order_by(_m.message_id.desc())
+    .limit(sa.bindparam("limit", type_=sa.Integer()))
+)
+TurnSession = ChatSession | sa.Row  # the session as a turn reads it: a row of TURN_SESSION_COLUMNS
+_NO_MESSAGE_ID = 2**63 - 1  # above every message id: "before" it is the newest
+
+
+def turn_session(db: Session | Connection, session_id: str) -> sa.Row | None:
+    """The live session's TURN_SESSION_COLUMNS as a row, or None."""
+    return db.execute(_TURN_SESSION, {"session_id": session_id}).first()
+
+
+def history(
+    db: Session | Connection, session_id: str, limit: int, before_id: int | None = None
+) -> list[sa.Row]:
+    """(role, content, is_generated) of the session's `limit` live messages just older than `before_id`
+    (else its newest), oldest first: the index (session_id, is_deleted, message_id) read backwards."""
+    bound = {"session_id": session_id, "before_id": before_id or _NO_MESSAGE_ID, "limit": limit}
+    return db.execute(_HISTORY, bound).all()[::-1]
+
+
 def _messages(db: Session | Connection, query: sa.Select, columns: Columns) -> list:
     """The query's messages: ORM objects, or rows of `columns` when given."""
     result = db.execute(query)

@@ -30,7 +30,6 @@ from chat_service import crud, events
 from chat_service.extensions import db
 from chat_service.live.runner import Runner, with_retries
 from chat_service.live.slots import Slots
-from chat_service.models import ChatSession
 from chat_service.providers.base import Provider, Stream, TurnRequest
 from chat_service.services import asks, inputs
 from shared import rate_limits
@@ -151,7 +150,7 @@ class Turns:
             user_id, session_id, lambda session: asks.edit(session, user_id, message_id, content)
         )
 
-    def _begin(self, user_id: str, session_id: str, plan: Callable[[ChatSession], asks.Ask]) -> Turn:
+    def _begin(self, user_id: str, session_id: str, plan: Callable[[crud.TurnSession], asks.Ask]) -> Turn:
         """Admit a turn (limits, the session's claim), plan what it asks with nothing written, then
         write it and start the reply; any refusal leaves the session as it was."""
         turn = Turn(session_id, user_id, current_trace_id())
@@ -162,7 +161,7 @@ class Turns:
             self._in_flight.release(user_id, turn.turn_id)
             raise OperationFailed("a reply is still being generated in this session: wait, or stop it")
         try:
-            session = crud.get_session(db.session, session_id)
+            session = crud.turn_session(db.session.connection(), session_id)  # a row: no ORM load
             if session is None:
                 raise SessionNotFound()
             if session.user_id != user_id:  # the socket checked it as it opened; both stores rely on it

@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 
 from chat_service import crud
 from chat_service.extensions import db
-from chat_service.models import ChatMessage, ChatSession
+from chat_service.models import ChatMessage
 from chat_service.services import messages
 from shared.errors import MessageNotFound, OperationFailed
 
 HISTORY_MESSAGES = 20
-# What a turn's history reads of each message: rows of these, not ORM objects.
-_HISTORY_COLUMNS = (ChatMessage.role, ChatMessage.content, ChatMessage.is_generated)
 MAX_REWOUND = 1000  # messages one rerun may delete after its question
 
 
@@ -40,9 +38,7 @@ class Ask:
 
 
 def _history(session_id: str, before_id: int | None = None) -> list[dict]:
-    rows = crud.list_messages_by_cursor(
-        db.session, session_id, before_id=before_id, limit=HISTORY_MESSAGES, columns=_HISTORY_COLUMNS
-    )
+    rows = crud.history(db.session.connection(), session_id, HISTORY_MESSAGES, before_id)
     return [{"role": role, "content": content, "generated": generated} for role, content, generated in rows]
 
 
@@ -53,11 +49,11 @@ def _later(session_id: str, message_id: int) -> list[int]:
     return [message_id for (message_id,) in rows]
 
 
-def new_message(session: ChatSession, content: str) -> Ask:
+def new_message(session: crud.TurnSession, content: str) -> Ask:
     return Ask(content, _history(session.session_id))
 
 
-def regenerate(session: ChatSession) -> Ask:
+def regenerate(session: crud.TurnSession) -> Ask:
     """Answer the session's last question again; 1004 when it has none."""
     question = crud.last_message(db.session, session.session_id, role="user")
     if question is None:
@@ -65,7 +61,7 @@ def regenerate(session: ChatSession) -> Ask:
     return _rerun(session, question, question.content)
 
 
-def edit(session: ChatSession, user_id: str, message_id: int, content: str) -> Ask:
+def edit(session: crud.TurnSession, user_id: str, message_id: int, content: str) -> Ask:
     """Answer an edited question; 7003 for no such message in the session, 1004 for another role."""
     question = messages.owned_message(user_id, str(message_id), session.session_id)
     if question.role != "user":
@@ -77,7 +73,7 @@ def edit(session: ChatSession, user_id: str, message_id: int, content: str) -> A
     return ask
 
 
-def _rerun(session: ChatSession, question: ChatMessage, content: str) -> Ask:
+def _rerun(session: crud.TurnSession, question: ChatMessage, content: str) -> Ask:
     sid = session.session_id
     history = _history(sid, before_id=question.message_id)
     return Ask(content, history, question.message_id, _later(sid, question.message_id))

@@ -9,7 +9,6 @@ from typing import Any
 
 from chat_service import crud, live
 from chat_service.extensions import db
-from chat_service.models import ChatSession
 from chat_service.providers.base import ProviderError
 from chat_service.services.sessions import owned_session
 from shared.errors import UpstreamFailed, ValidationFailed
@@ -37,7 +36,7 @@ def parameters() -> dict[str, Any]:
     return {key: found.get(key, NO_PARAMETERS[key]) for key in PUBLIC_KEYS}
 
 
-def session_inputs(session: ChatSession) -> dict[str, Any]:
+def session_inputs(session: crud.TurnSession) -> dict[str, Any]:
     return json.loads(session.inputs) if session.inputs else {}
 
 
@@ -57,7 +56,7 @@ def set_inputs(user_id: str, session_id: str, inputs: dict[str, Any]) -> dict[st
     return {"session_id": session.session_id, "inputs": inputs}
 
 
-def for_turn(session: ChatSession) -> dict[str, Any]:
+def for_turn(session: crud.TurnSession) -> dict[str, Any]:
     """The inputs of the session's next turn: `DIFY_INPUTS` under the session's own; with Dify, a 1001
     naming every required variable still missing, before anything is sent."""
     provider = live.current().provider

@@ -13,6 +13,7 @@ import pytest
 
 from tests.chat.test_turn_fidelity import linked_conversation
 from tests.chat.test_ws import create_session, rest, stored_messages, wait_for
+from tests.fakes.openai import completion
 
 ECHO = {"ECHO_DELAY_SECONDS": "0.001", "TITLE_GENERATION": "false"}
 
@@ -185,3 +186,34 @@ def test_dify_edit_of_an_earlier_question_forks_a_new_conversation(dify_live, di
     assert dify.chat_requests[-1].json["query"] == "uno"
     assert dify.chat_requests[-1].json["conversation_id"] in ("", None)
     wait_for(lambda: linked_conversation(app, sid) not in (None, first_conversation))  # the new one
+
+
+def test_an_openai_rerun_sends_the_history_before_its_question(live_chat_factory, openai, token, open_socket):
+    """The model is sent what came before the question only: regenerate leaves out the reply it
+    replaces, an edit of an earlier question everything after it; the newest 20 messages at most."""
+    base, _app = live_chat_factory(
+        AI_PROVIDER="openai",
+        OPENAI_BASE_URL=openai.url,
+        OPENAI_API_KEY=openai.api_key,
+        TITLE_GENERATION="false",
+    )
+    questions = [f"q{i}" for i in range(12)]
+    openai.script(*(completion(f"a{i}") for i in range(12)), completion("again"), completion("edited"))
+    sid = create_session(base, token)
+    socket = open_socket(base, sid, ready=True)
+    for question in questions:
+        ask(socket, question)
+
+    def sent() -> list[str]:
+        return [m["content"] for m in openai.requests[-1].json["messages"]]
+
+    newest = [text for i in range(1, 11) for text in (f"q{i}", f"a{i}")]  # 20, then the question
+    assert sent() == [*newest, "q11"]
+    socket.send({"type": "regenerate"})
+    socket.until("assistant_message")
+    assert sent() == [*newest, "q11"]  # not "a11", the reply it replaces
+    first_q3 = stored_messages(base, token, sid)[6]
+    assert first_q3["content"] == "q3"
+    socket.send({"type": "edit", "message_id": first_q3["message_id"], "content": "q3 edited"})
+    socket.until("assistant_message")
+    assert sent() == ["q0", "a0", "q1", "a1", "q2", "a2", "q3 edited"]
