@@ -108,6 +108,7 @@ _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 _TERMS_BMP, _TERMS = _terms_patterns(list(CJK_RANGES), _word_ranges())
 _ASCII_WORD = re.compile(f"[a-z0-9]{{1,{WORD_TOKEN_MAX}}}")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_ASCII_TERMS = re.compile("[a-z0-9]+")  # the terms of lowered ASCII text (all words)
 
 
 def normalize(text: str) -> str:
@@ -154,6 +155,9 @@ def bigram_token(pair: str) -> str:
 
 def index_tokens(text: str) -> str:
     """The index tokens of a text (message content or title), space-separated, each once."""
+    if text.isascii():  # most texts: every term is a word of [a-z0-9] once lowered
+        words = dict.fromkeys(_ASCII_TERMS.findall(text.lower()))
+        return " ".join("wd" + word if len(word) <= WORD_TOKEN_MAX else word_token(word) for word in words)
     tokens: dict[str, None] = {}
     for kind, term in terms(normalize(text)):
         if kind == "word":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import string
 import unicodedata
 
 import pytest
@@ -86,6 +88,17 @@ def test_runs_of_mixed_scripts_are_cut_where_the_class_changes():
         ("word", "de\U0001d400f\u0301"),  # a mathematical letter (outside the BMP) and a combining mark
         ("cjk", "\U0001b000か"),
     ]
+
+
+def test_ascii_text_is_indexed_as_the_general_path_indexes_it():
+    """ASCII text takes a shortcut; a non-ASCII separator (a no-break space) sends the same text down
+    the general path, which must give the same tokens in the same order."""
+    rng = random.Random(15)
+    alphabet = string.printable + "\x00\x7f" + "xyz" * 20
+    texts = ["", "Hello, World hello", "a" * 40 + " " + "b" * 41, "x1 X1 x-1 _x_ 42"]
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(0, 300))) for _ in range(300)]
+    for text in texts:
+        assert index_tokens(text) == index_tokens(text + "\u00a0"), text
 
 
 def test_index_tokens_hold_each_word_unigram_and_bigram_once():
