@@ -359,7 +359,7 @@ def update_session_title(db: Session, session_id: str, new_title: str | None = N
 
 
 def create_message(
-    db: Session,
+    db: Session | Connection,
     session_id: str,
     content: str,
     role: str,
@@ -369,10 +369,10 @@ def create_message(
     is_generated: bool = False,
     user_id: str | None = None,
 ) -> ChatMessage | None:
-    """Store a message and count it on its session in one transaction; None if the session is gone.
-    The message carries its session's owner: `user_id` when the caller knows it, else read from the
-    session inside the INSERT. The message returned is a new object, not in the session: what was
-    written, and its id.
+    """Store a message and count it on its session in one transaction (`db`'s: an ORM session or a Core
+    connection, committed here); None if the session is gone. The message carries its session's owner:
+    `user_id` when the caller knows it, else read from the session inside the INSERT. The message
+    returned is a new object, not in any session: what was written, and its id.
 
     The count is bumped by an atomic `UPDATE ... SET message_count = message_count + 1` that also
     locks the session row, so concurrent writers can neither lose an increment nor add to a session
@@ -381,7 +381,7 @@ def create_message(
     now = utcnow()
     # Core statements on the session's connection, in its transaction: no ORM execution to set up for
     # each (the ORM UPDATE evaluated its criteria against the identity map; bench/rest_overhead.py).
-    connection = db.connection()
+    connection = db if isinstance(db, Connection) else db.connection()
     totals = _usage_totals(usage)
     if totals:
         bump = (

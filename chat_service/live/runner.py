@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from chat_service import crud, events, metrics
 from chat_service.extensions import db
 from chat_service.live.arrivals import Arrivals
+from chat_service.models import ChatMessage
 from chat_service.providers.base import (
     Delta,
     Event,
@@ -298,20 +299,22 @@ class Runner:
                 "dify_message_id": finished.message_id,
                 "usage": json.dumps(finished.usage) if finished.usage else None,
             }
-        try:
-            message = with_retries(
-                "storing the reply",
-                lambda: crud.create_message(
-                    db.session,
+
+        def store() -> ChatMessage | None:
+            # On a Core connection of its own: this thread reads nothing else, so no ORM session to set up.
+            with db.engine.connect() as connection:
+                return crud.create_message(
+                    connection,
                     turn.session_id,
                     turn.content,
                     "assistant",
                     is_generated=True,
                     user_id=turn.user_id,  # the session's owner (Turns checked it)
                     **details,
-                ),
-                self._store_retry_seconds,
-            )
+                )
+
+        try:
+            message = with_retries("storing the reply", store, self._store_retry_seconds)
         except SQLAlchemyError:
             log.error(
                 "the reply could not be stored; it was sent to the session's sockets",
