@@ -161,7 +161,8 @@ class Turns:
             self._in_flight.release(user_id, turn.turn_id)
             raise OperationFailed("a reply is still being generated in this session: wait, or stop it")
         try:
-            session = crud.turn_session(db.session.connection(), session_id)  # a row: no ORM load
+            with db.engine.connect() as connection:  # a row on a Core connection: no ORM session
+                session = crud.turn_session(connection, session_id)
             if session is None:
                 raise SessionNotFound()
             if session.user_id != user_id:  # the socket checked it as it opened; both stores rely on it

@@ -38,7 +38,8 @@ class Ask:
 
 
 def _history(session_id: str, before_id: int | None = None) -> list[dict]:
-    rows = crud.history(db.session.connection(), session_id, HISTORY_MESSAGES, before_id)
+    with db.engine.connect() as connection:
+        rows = crud.history(connection, session_id, HISTORY_MESSAGES, before_id)
     return [{"role": role, "content": content, "generated": generated} for role, content, generated in rows]
 
 

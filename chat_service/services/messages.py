@@ -45,19 +45,31 @@ def owned_message(user_id: str, message_id: str, session_id: str | None = None) 
 
 def post_message(user_id: str, session_id: str, content: str, role: str = "user") -> ChatMessage:
     """Store a message in the user's session, counted on it atomically."""
-    session = owned_session_row(user_id, session_id, db.session)  # its row: no ORM object to load
-    return store_message(session.session_id, content, role, user_id=user_id)
+    with db.engine.connect() as connection:  # Core, no ORM session: the session's row, then the writes
+        session = owned_session_row(user_id, session_id, connection)
+        message = _create(connection, session.session_id, content, role, user_id)
+    events.message_posted(message)
+    return message
 
 
 def store_message(
     session_id: str, content: str, role: str = "user", *, user_id: str | None = None
 ) -> ChatMessage:
     """Store a message in a live session and tell its sockets (REST and socket messages alike);
-    `user_id`, the session's owner, when the caller has checked it (else the INSERT reads it)."""
-    message = crud.create_message(db.session, session_id, content, role, user_id=user_id)
+    `user_id`, the session's owner, when the caller has checked it (else the INSERT reads it). It is
+    written on a Core connection of its own and committed before the sockets are told."""
+    with db.engine.connect() as connection:
+        message = _create(connection, session_id, content, role, user_id)
+    events.message_posted(message)
+    return message
+
+
+def _create(
+    connection: Connection, session_id: str, content: str, role: str, user_id: str | None
+) -> ChatMessage:
+    message = crud.create_message(connection, session_id, content, role, user_id=user_id)
     if message is None:
         raise SessionNotFound()  # deleted meanwhile
-    events.message_posted(message)
     return message
 
 
