@@ -67,6 +67,8 @@ bench: install ## every benchmark in bench/, figures and MET/MISSED
 	$(BIN)/python bench/ws_capacity.py --sockets 10000
 	$(BIN)/python bench/relay_latency.py
 	$(BIN)/python bench/turn_cpu.py --turns 100
+	$(BIN)/python bench/turn_cpu.py --turns 20 --delay 0.002
+	$(BIN)/python bench/send_floor.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/redis_traffic.py
 	$(BIN)/python bench/slow_consumer.py

@@ -2,8 +2,10 @@
 production gunicorn config (one gevent worker), the echo provider with no delay (the provider's own cost
 is a few microseconds: splitting the question into words). With no delay the pieces come faster than
 they are sent and arrive as a few larger deltas (chat_service/live/arrivals.py); `--delay 0.002` paces
-them so each goes out alone. Worker CPU is read from /proc (user + system
-time) around N turns; `--profile` also samples the worker with py-spy when it is installed.
+them so each goes out alone: then the echo's own timers (about 14-30 ms a turn, the provider's cost)
+are in the figure, and the 400 sends alone take 3-10 ms here (bench/send_floor.py), so the target is
+for the burst. Worker CPU is read from /proc (user + system time) around N turns; `--profile` also
+samples the worker with py-spy when it is installed.
 
     python bench/turn_cpu.py --turns 100
     python bench/turn_cpu.py --turns 100 --profile /tmp/turn.svg   (or .txt: collapsed stacks)
