@@ -56,9 +56,6 @@ class ClientFrame(Schema):
     message_id = fields.Integer(strict=True, validate=validate.Range(min=1, max=2**63 - 1))
 
 
-_CLIENT_FRAME = ClientFrame()  # built once: building a Schema (copying its fields) cost more than a load
-
-
 @bp.before_request
 def check_handshake() -> None:
     """Refuse (400) what is not an RFC 6455 handshake before flask-sock's `Server` parses it (it
@@ -255,7 +252,7 @@ class SessionSocket:
         try:
             if isinstance(raw, bytes):
                 raise BadRequest("frames must be JSON text")
-            payload = _CLIENT_FRAME.load(parse_json(raw, detail="frames must be JSON text"))
+            payload = ClientFrame().load(parse_json(raw, detail="frames must be JSON text"))
             getattr(self, f"_on_{payload['type']}")(payload)
         except Exception as error:
             self._reply(error)
