@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from collections import deque
 
@@ -91,11 +92,26 @@ class Outbox:
 
     def finish(self, grace: float) -> None:
         """Give the queue up to `grace` seconds to reach the client, then shut the socket regardless:
-        a client that is not reading does not keep anything alive."""
+        a client that is not reading does not keep anything alive. One that took nothing for the whole
+        grace gets a reset: a shutdown only queues its FIN behind what it is not reading, and a client
+        still flooding its side kept such a connection (and this handler's socket) open for minutes."""
         with self._done:
             self._closing = True
-            self._done.wait_for(lambda: self._frames == 0 or self._closed, timeout=grace)
+            sent = self._done.wait_for(lambda: self._frames == 0 or self._closed, timeout=grace)
+            if not sent:
+                self._reset()
             self._shut()
+
+    def _reset(self) -> None:
+        """Close the real socket with a reset (SO_LINGER 0): what is queued either way is dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        self._done.notify_all()
 
     def _shut(self) -> None:
         """Shut the real socket: a write blocked on it fails at once, and its reader sees the end."""
