@@ -379,8 +379,8 @@ def create_message(
     that is being deleted.
     """
     now = utcnow()
-    # Core statements on the session's connection, in its transaction: no ORM execution to set up for
-    # each (the ORM UPDATE evaluated its criteria against the identity map; bench/rest_overhead.py).
+    # Core statements on `db`'s connection, in its transaction: no ORM execution to set up for each
+    # (the ORM UPDATE evaluated its criteria against the identity map; bench/rest_overhead.py).
     connection = db if isinstance(db, Connection) else db.connection()
     totals = _usage_totals(usage)
     if totals:

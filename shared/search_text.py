@@ -72,7 +72,7 @@ def _terms_patterns(cjk: list[tuple[int, int]], word: list[tuple[int, int]]) -> 
 
     `re` compiles a class wholly inside the BMP to a bitmap, but one reaching past it to a list of
     ranges tried one by one: with the word class's ~700 ranges that cost about 1 us per character, a
-    quarter of a chat turn's CPU (bench/turn_cpu.py --profile). So each class is split at U+FFFF; text
+    sixth of a chat turn's CPU (bench/turn_cpu.py --profile). So each class is split at U+FFFF; text
     with no character beyond it (nearly all) uses the bitmaps alone, and in other text the slow class is
     tried only behind a one-range test that the character is beyond the BMP."""
 
